@@ -1,0 +1,107 @@
+"""The corpus manifest: one row per synthesized utterance, as jsonl, csv or parquet.
+
+Audio paths are stored relative to the manifest's folder so that a corpus can
+move (DVC pull, another machine) without rewriting its manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pandas as pd
+
+from components.data.atomic import atomic_path
+
+COLUMNS = {
+    "utt_id": str,
+    "slurp_id": int,
+    "speaker": str,  # Speaker.id: engine-voice-pitch-rate
+    "engine": str,
+    "voice": str,
+    "pitch": float,
+    "rate": float,
+    "task": str,  # adaptation task: the speaker
+    "clean_path": str,
+    "noisy_path": str,
+    "duration": float,  # seconds
+    "sample_rate": int,
+    "noise": str,  # white | pink | babble
+    "snr": float,  # requested, dB
+    "snr_measured": float,  # measured back from the written files, dB
+    "text": str,
+    "scenario": str,
+    "action": str,
+    "intent": str,  # scenario_action
+    "entities": str,  # JSON list of {"type", "filler"}
+    "split": str,  # train | nas_val | test
+}
+FORMATS = (".jsonl", ".csv", ".parquet")
+
+
+class ManifestError(ValueError):
+    """A manifest that cannot be read: malformed line, missing column, unknown format."""
+
+
+def _check_format(path: Path) -> None:
+    if path.suffix not in FORMATS:
+        raise ManifestError(f"{path}: unknown manifest format {path.suffix!r}; use one of {', '.join(FORMATS)}")
+
+
+def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
+    """Read a manifest; raise ManifestError naming the file (and line) on malformed input.
+
+    Values are not type-checked here: validation reports bad rows one by one.
+    """
+    path = Path(path)
+    _check_format(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: no such manifest")
+    if path.suffix == ".jsonl":
+        rows = []
+        with open(path, encoding="utf-8") as f:
+            for lineno, line in enumerate(f, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ManifestError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
+                if not isinstance(row, dict):
+                    raise ManifestError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+                rows.append(row)
+        df = pd.DataFrame(rows)
+    elif path.suffix == ".csv":
+        try:
+            df = pd.read_csv(path, keep_default_na=False, dtype={"utt_id": str, "text": str})
+        except (pd.errors.ParserError, UnicodeDecodeError) as e:
+            raise ManifestError(f"{path}: malformed CSV ({e})") from None
+    else:
+        try:
+            df = pd.read_parquet(path)
+        except Exception as e:  # pyarrow raises several unrelated types for a bad file
+            raise ManifestError(f"{path}: unreadable parquet ({e})") from None
+    missing = [c for c in COLUMNS if c not in df.columns]
+    if missing:
+        raise ManifestError(f"{path}: missing column(s) {', '.join(missing)}")
+    return df
+
+
+def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    path = Path(path)
+    _check_format(path)
+    df = df[list(COLUMNS)]
+    with atomic_path(path) as tmp:
+        if path.suffix == ".jsonl":
+            df.to_json(tmp, orient="records", lines=True, force_ascii=False)
+        elif path.suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_parquet(tmp, index=False)
+    return path
+
+
+def resolve_audio(manifest_path: str | os.PathLike, rel: str) -> Path:
+    p = Path(rel)
+    return p if p.is_absolute() else Path(manifest_path).parent / p
