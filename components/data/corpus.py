@@ -28,7 +28,7 @@ import pandas as pd
 import soundfile as sf
 from tqdm.auto import tqdm
 
-from components.data.atomic import atomic_path
+from components.data.atomic import atomic_path, atomic_write_text
 from components.data.manifest import COLUMNS, write_manifest
 from components.data.noise import NOISE_KINDS, make_noise, measured_snr, mix_at_snr
 from components.data.slurp import SlurpRecord
@@ -201,9 +201,39 @@ def _row(u: Utterance, out_dir: Path) -> dict:
     }
 
 
+def settings(cfg: CorpusConfig) -> dict:
+    """What decides the audio: a corpus folder holds audio of one set of settings only."""
+    return {
+        "speakers": [s.id for s in cfg.speakers],
+        "snrs": [float(s) for s in cfg.snrs],
+        "noise_kinds": list(cfg.noise_kinds),
+        "speakers_per_text": cfg.speakers_per_text,
+        "seed": cfg.seed,
+        "split_fractions": cfg.split_fractions,
+    }
+
+
+def _claim(out_dir: Path, cfg: CorpusConfig) -> None:
+    """Record the settings in out_dir/corpus.json; refuse a folder built with other settings."""
+    path = out_dir / "corpus.json"
+    wanted = settings(cfg)
+    if path.is_file():
+        found = json.loads(path.read_text())
+        if found != wanted:
+            diff = {k: (found.get(k), v) for k, v in wanted.items() if found.get(k) != v}
+            raise ValueError(
+                f"{out_dir} holds a corpus built with other settings (found, wanted): {diff}; "
+                "choose another output folder, nothing was changed"
+            )
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(wanted, indent=1) + "\n")
+
+
 def build_corpus(records: Iterable[SlurpRecord], out_dir: str | os.PathLike, cfg: CorpusConfig, progress: bool = True) -> Path:
     """Synthesize what is missing under out_dir and (re)write its manifest; return the manifest path."""
     out_dir = Path(out_dir)
+    _claim(out_dir, cfg)
     utts = plan(records, cfg)
     _synthesize_clean(utts, out_dir, cfg, progress)
     _add_noise(utts, out_dir, cfg, progress)

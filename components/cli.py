@@ -1,0 +1,90 @@
+"""The `cascadapt` command line. `synth` and `validate` are a public contract: keep names and flags stable."""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from components.data.slurp import SlurpFormatError
+
+
+def _floats(value: str, what: str) -> list[float]:
+    try:
+        return [float(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise click.BadParameter(f"{what} must be comma-separated numbers, got {value!r}") from None
+
+
+@click.group()
+@click.version_option(package_name="cascadapt")
+def main() -> None:
+    """cascadapt: parameter-efficient multi-task adaptation of speech models."""
+
+
+@main.command()
+@click.option("--slurp-jsonl", type=click.Path(exists=True, dir_okay=False), required=True, help="SLURP release-format jsonl.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Corpus folder (created; resumed if it exists).")
+@click.option("--voices", default="demo", show_default=True, help="Comma-separated presets (demo, source, target) or engine:voice[:pitch[:rate]].")
+@click.option("--snr", default="0,5,10,20", show_default=True, help="SNRs in dB; each utterance gets one, chosen by seed.")
+@click.option("--noise", default="white,pink,babble", show_default=True, help="Noise kinds to draw from.")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Use only the first N sentences.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--speakers-per-text", type=click.IntRange(min=1), default=1, show_default=True, help="How many voices say each sentence.")
+@click.option("--workers", type=click.IntRange(min=1), default=os.cpu_count() or 1, show_default=True)
+@click.option("--format", "fmt", type=click.Choice(["jsonl", "csv", "parquet"]), default="jsonl", show_default=True, help="Manifest format.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
+def synth(slurp_jsonl, out, voices, snr, noise, limit, seed, speakers_per_text, workers, fmt, quiet) -> None:
+    """Synthesize 16 kHz clean and noisy speech for SLURP text; write OUT/manifest.<format>."""
+    from components.data.corpus import CorpusConfig, build_corpus
+    from components.data.slurp import read_slurp
+    from components.data.speakers import parse_voices
+
+    try:
+        records = read_slurp(slurp_jsonl)[:limit]
+        cfg = CorpusConfig(
+            speakers=parse_voices(voices),
+            snrs=_floats(snr, "--snr"),
+            noise_kinds=[n.strip() for n in noise.split(",") if n.strip()],
+            speakers_per_text=speakers_per_text,
+            seed=seed,
+            workers=workers,
+            manifest_format=fmt,
+        )
+        manifest = build_corpus(records, out, cfg, progress=not quiet)
+    except (SlurpFormatError, ValueError, RuntimeError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"wrote {manifest}")
+
+
+@main.command()
+@click.option("--manifest", type=click.Path(dir_okay=False), required=True, help="manifest.jsonl, .csv or .parquet")
+@click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None, help="Label set: labels.json or a SLURP jsonl (default: the shipped SLURP labels).")
+@click.option("--report", type=click.Path(dir_okay=False), default=None, help="Also write the HTML report here.")
+@click.option("--no-audio", is_flag=True, help="Skip opening the audio files.")
+def validate(manifest, labels, report, no_audio) -> None:
+    """Exit 0 when the manifest is valid; else print every bad row (utt_id and reason) and exit 1."""
+    from components.data.manifest import ManifestError
+    from components.data.validation import load_label_set, validate_manifest
+
+    try:
+        result = validate_manifest(manifest, labels=load_label_set(labels), check_audio=not no_audio)
+    except (ManifestError, ValueError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    if report:
+        from components.data.atomic import atomic_write_text
+
+        atomic_write_text(Path(report), result.to_html())
+    if result.ok:
+        click.echo(f"{manifest}: {result.n_rows} rows, all checks passed")
+        return
+    click.echo(result.format_failures())
+    click.echo(f"{manifest}: {len(result.failures)} problem(s) in {result.n_rows} rows", err=True)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
