@@ -9,7 +9,7 @@ A release line (one JSON object per line) looks like::
      "entities": [{"span": [7, 8], "type": "currency_name"}]}
 
 Entity spans are lists of token ids; the filler is their surfaces joined by
-spaces. The intent is rebuilt as ``scenario_action`` as SLURP's official scorer
+spaces and lower-cased, as the official scorer builds its gold fillers. The intent is rebuilt as ``scenario_action`` as SLURP's official scorer
 does: the raw ``intent`` field of some rows holds only the action.
 
 Predictions go out in the official evaluation format, one JSON object per
@@ -40,14 +40,6 @@ class Entity:
 
 
 @dataclass(frozen=True)
-class Recording:
-    file: str
-    wer: float | None = None
-    ent_wer: float | None = None
-    status: str | None = None
-
-
-@dataclass(frozen=True)
 class SlurpRecord:
     slurp_id: int
     sentence: str
@@ -56,7 +48,7 @@ class SlurpRecord:
     action: str
     tokens: tuple[dict, ...]
     entities: tuple[Entity, ...]
-    recordings: tuple[Recording, ...] = ()
+    recordings: tuple[dict, ...] = ()  # {"file", "wer", "ent_wer", "status"} as released
     raw_intent: str = ""
     # Absolute paths of the recordings found under a local copy of the release.
     audio_paths: tuple[str, ...] = field(default=())
@@ -89,14 +81,15 @@ def _parse_record(obj: dict, where: str, audio_dir: Path | None) -> SlurpRecord:
             raise SlurpFormatError(
                 f"{where}: entity {ent!r} has no type, an empty span or token ids {unknown} not in tokens"
             )
-        filler = " ".join(surface_by_id[i] for i in span)
+        # As SLURP's scorer builds gold fillers: lower-cased token surfaces ("mom 's").
+        filler = " ".join(surface_by_id[i] for i in span).lower()
         entities.append(Entity(type=ent["type"], filler=filler, span=span))
-    recordings = tuple(
-        Recording(r["file"], r.get("wer"), r.get("ent_wer"), r.get("status")) for r in obj.get("recordings", ())
-    )
+    recordings = tuple(obj.get("recordings", ()))
+    if any(not isinstance(r, dict) or "file" not in r for r in recordings):
+        raise SlurpFormatError(f"{where}: a recording without 'file'")
     audio_paths: tuple[str, ...] = ()
     if audio_dir is not None:
-        audio_paths = tuple(str(audio_dir / r.file) for r in recordings if (audio_dir / r.file).is_file())
+        audio_paths = tuple(str(audio_dir / r["file"]) for r in recordings if (audio_dir / r["file"]).is_file())
     return SlurpRecord(
         slurp_id=int(obj["slurp_id"]),
         sentence=obj["sentence"],
@@ -145,9 +138,7 @@ def record_to_release(rec: SlurpRecord) -> dict:
         "action": rec.action,
         "tokens": list(rec.tokens),
         "scenario": rec.scenario,
-        "recordings": [
-            {k: v for k, v in vars(r).items() if v is not None} for r in rec.recordings
-        ],
+        "recordings": list(rec.recordings),
         "entities": [{"span": list(e.span), "type": e.type} for e in rec.entities],
     }
 
@@ -174,7 +165,7 @@ class Prediction:
 
 def gold_prediction(rec: SlurpRecord, file: str | None = None) -> Prediction:
     """The reference of a record in prediction form (what a perfect system outputs)."""
-    file = file or (rec.recordings[0].file if rec.recordings else str(rec.slurp_id))
+    file = file or (rec.recordings[0]["file"] if rec.recordings else str(rec.slurp_id))
     return Prediction(file, rec.scenario, rec.action, tuple(Entity(e.type, e.filler) for e in rec.entities), rec.slurp_id)
 
 
