@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import html
 import json
+import logging
 import math
 import os
 from concurrent.futures import ThreadPoolExecutor
@@ -414,6 +415,9 @@ def _working_frame(df: pd.DataFrame, manifest_path: Path, check_audio: bool, wor
 
 def _gx_context():
     import great_expectations as gx
+
+    # GX logs every registration at DEBUG; under ZenML's root logger that is hundreds of lines.
+    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     from great_expectations.data_context.types.base import (
         DataContextConfig,
         InMemoryStoreBackendDefaults,
