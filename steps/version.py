@@ -16,6 +16,6 @@ def version_corpus(
     root = Path(data_root)
     md5 = versioning.add(root, target)
     versioning.push(root, target, remote)
-    version = {"dvc_md5": md5, "git_sha": versioning.git_sha(root), "dvc_file": f"{target}.dvc"}
+    version = {"dvc_md5": md5, "git_sha": versioning.git_sha(root) or "no commit", "dvc_file": f"{target}.dvc"}
     log_metadata(version)
     return version
