@@ -10,6 +10,7 @@ from components.data.manifest import read_manifest
 from components.data.overview import overview_html
 from components.data.slurp import read_slurp
 from components.data.speakers import parse_voices
+from components.data.versioning import git_sha
 
 
 @step
@@ -42,5 +43,13 @@ def ingest(
     )
     manifest_path = build_corpus(records, Path(data_root) / "data" / corpus_name, cfg)
     df = read_manifest(manifest_path)
-    log_metadata({"tracked_md5": tracked_md5, "utterances": len(df), "speakers": int(df["speaker"].nunique()), "hours": float(df["duration"].sum() / 3600)})
+    log_metadata(
+        {
+            "tracked_md5": tracked_md5,
+            "git_sha": git_sha(data_root) or "no commit",
+            "utterances": len(df),
+            "speakers": int(df["speaker"].nunique()),
+            "hours": float(df["duration"].sum() / 3600),
+        }
+    )
     return df, str(manifest_path), HTMLString(overview_html(df, f"corpus {corpus_name}"))

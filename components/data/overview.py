@@ -14,7 +14,7 @@ import pandas as pd
 
 
 def overview_png(df: pd.DataFrame) -> bytes:
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.5), layout="constrained", gridspec_kw={"width_ratios": [1, 1, 1.3]})
     for engine, group in df.groupby("engine"):
         axes[0].hist(group["duration"], bins=20, alpha=0.6, label=engine)
     axes[0].set(title="duration by engine", xlabel="seconds", ylabel="utterances")
@@ -28,7 +28,6 @@ def overview_png(df: pd.DataFrame) -> bytes:
     counts = df.groupby(["speaker", "split"]).size().unstack(fill_value=0)
     counts.plot.barh(stacked=True, ax=axes[2])
     axes[2].set(title="utterances per speaker and split", xlabel="utterances", ylabel="")
-    fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=90)
     plt.close(fig)
