@@ -16,7 +16,11 @@ done
 [ -d /usr/share/festival/voices/english/kal_diphone ] || missing+=(festvox-kallpc16k)
 [ -d /usr/share/festival/voices/english/ked_diphone ] || missing+=(festvox-kdlpc16k)
 [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ] || missing+=(festvox-us-slt-hts)
-command -v python3.11 >/dev/null || missing+=(python3.11 python3-venv python3-pip)
+if ! command -v python3.11 >/dev/null; then
+  missing+=(python3.11 python3.11-venv)
+elif ! command -v uv >/dev/null && ! python3.11 -c "import ensurepip" 2>/dev/null; then
+  missing+=(python3.11-venv)  # Debian splits venv/ensurepip out of python3.11; uv is bootstrapped with it
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
