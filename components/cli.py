@@ -86,5 +86,24 @@ def validate(manifest, labels, report, no_audio) -> None:
     sys.exit(1)
 
 
+@main.command()
+@click.option("--gold", type=click.Path(exists=True, dir_okay=False), required=True, help="Gold SLURP release-format jsonl.")
+@click.option("--predictions", type=click.Path(exists=True, dir_okay=False), required=True, help="Predictions jsonl (official SLURP evaluation format, keyed by slurp_id or file).")
+@click.option("--transcripts", type=click.Path(exists=True, dir_okay=False), default=None, help="ASR output jsonl ({slurp_id|file, transcript}) for WER/CER.")
+@click.option("--allow-missing", is_flag=True, help="Skip gold utterances without a prediction instead of failing.")
+def score(gold, predictions, transcripts, allow_missing) -> None:
+    """Print SLU metrics (and WER/CER) of PREDICTIONS against GOLD as JSON; fractions, not percent."""
+    import json
+
+    from components.metrics.scoring import score_files
+
+    try:
+        result = score_files(gold, predictions, transcripts, allow_missing=allow_missing)
+    except (SlurpFormatError, ValueError) as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    click.echo(json.dumps(result, indent=2))
+
+
 if __name__ == "__main__":
     main()
