@@ -1,0 +1,362 @@
+"""The training loop shared by every module (SE, ASR, NLU, adapters, search).
+
+Plain torch; metrics leave through the ``on_metrics`` callback (the ZenML step
+passes one that calls ``log_metadata``), so this file never imports zenml.
+
+What it guarantees:
+
+- Deterministic data order: epoch ``e`` visits ``train_set`` in the
+  permutation drawn from a ``torch.Generator`` seeded with ``(seed, e)``,
+  whatever happened before (no dependence on the global RNG).
+- Exact resume: with ``checkpoint_dir`` set, a checkpoint is written every
+  ``checkpoint_every`` optimizer steps and at each epoch end; ``train`` called
+  again on the same folder continues from the newest one, skipping the batches
+  of the current epoch already done, so weights and history come out
+  bit-identical to an uninterrupted run (RNG states of torch, numpy and
+  ``random`` are restored too, so dropout and random augmentation in
+  ``loss_fn`` replay exactly).
+- Validation (``val_fn``) at each epoch end under ``model.eval()`` and
+  ``torch.no_grad()``; lower ``monitor`` is better; the best weights are loaded
+  into the model at the end; early stopping after ``patience`` epochs without
+  improvement.
+- AMP (autocast, plus a GradScaler for fp16) only on CUDA: bf16 where the GPU
+  supports it, else fp16. On CPU the loop runs in fp32.
+
+A run that stops at ``max_steps`` in the middle of an epoch closes that partial
+epoch (validation, a history record with ``"partial": True``) after writing its
+checkpoint, so the checkpoint still describes the state mid-epoch and a later
+run with a larger ``max_steps`` continues exactly.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from components.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+
+LossOutput = torch.Tensor | tuple[torch.Tensor, Mapping[str, float]]
+LossFn = Callable[[nn.Module, Any], LossOutput]
+ValFn = Callable[[nn.Module], Mapping[str, float]]
+MetricsFn = Callable[[dict[str, Any]], None]
+OptimizerArg = torch.optim.Optimizer | Callable[[nn.Module], torch.optim.Optimizer] | None
+
+
+@dataclass
+class TrainConfig:
+    max_epochs: int = 10
+    max_steps: int | None = None  # stop after this many optimizer steps in total
+    batch_size: int = 8
+    lr: float = 1e-3  # default AdamW only
+    weight_decay: float = 0.0  # default AdamW only
+    grad_clip: float | None = 5.0  # max global grad norm; None = no clipping
+    seed: int = 0  # data order, and the global RNGs of a fresh (not resumed) run
+    device: str = "auto"  # "auto" -> cuda when available, else cpu
+    amp: bool = True  # autocast (+ GradScaler for fp16), only on cuda
+    monitor: str = "val_loss"  # key of val_fn's dict; lower is better
+    patience: int | None = 3  # epochs without improvement before stopping; None = never
+    checkpoint_dir: str | None = None  # resume from / write checkpoints here
+    checkpoint_every: int = 50  # optimizer steps between checkpoints (plus one at each epoch end)
+    keep_checkpoints: int = 2
+    log_every: int = 10  # optimizer steps between step records sent to on_metrics
+    num_workers: int = 0  # DataLoader workers
+    threads: int | None = None  # torch.set_num_threads
+    progress: bool = True  # tqdm bars
+
+
+@dataclass
+class TrainResult:
+    history: list[dict[str, Any]]  # one record per epoch (see train)
+    best_epoch: int | None  # 1-based; None without val_fn
+    best_metric: float | None
+    steps: int  # optimizer steps done in total (across resumes)
+    stopped_early: bool
+    resumed_from: int | None = None  # global step of the checkpoint this run started from
+    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # on cpu
+
+
+@dataclass
+class _Progress:
+    """Everything besides weights, optimizer and RNGs that a resume needs."""
+
+    epoch: int = 0  # 0-based epoch in progress
+    batch_in_epoch: int = 0  # batches of that epoch already trained on
+    global_step: int = 0
+    best_metric: float | None = None
+    best_epoch: int | None = None
+    bad_epochs: int = 0  # epochs since the last improvement
+    stopped_early: bool = False
+    history: list[dict[str, Any]] = field(default_factory=list)
+    sums: dict[str, float] = field(default_factory=dict)  # this epoch's running sums of step metrics
+    seconds: float = 0.0  # this epoch's training time so far
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def to_device(obj: Any, device: torch.device) -> Any:
+    """Move tensors nested in dicts, lists and tuples to ``device``; other leaves unchanged."""
+    if isinstance(obj, torch.Tensor):
+        return obj.to(device, non_blocking=True)
+    if isinstance(obj, Mapping):
+        moved = {k: to_device(v, device) for k, v in obj.items()}
+        try:
+            return type(obj)(moved)  # dict subclasses such as transformers' BatchEncoding
+        except TypeError:  # e.g. defaultdict
+            return moved
+    if isinstance(obj, tuple) and hasattr(obj, "_fields"):  # namedtuple
+        return type(obj)(*(to_device(v, device) for v in obj))
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_device(v, device) for v in obj)
+    return obj
+
+
+def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
+    """The permutation of ``range(n)`` visited in ``epoch``: a function of (seed, epoch) only."""
+    g = torch.Generator().manual_seed(_mix(seed, epoch))
+    return torch.randperm(n, generator=g)
+
+
+def _mix(seed: int, epoch: int) -> int:
+    return (seed * 1_000_003 + epoch) % (2**63)
+
+
+def _seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+    random.seed(seed)
+
+
+def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
+    if not cfg.amp or device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def _make_optimizer(model: nn.Module, cfg: TrainConfig, optimizer: OptimizerArg) -> torch.optim.Optimizer:
+    if isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer
+    if optimizer is not None:
+        return optimizer(model)
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no parameter with requires_grad=True")
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def _validate(model: nn.Module, val_fn: ValFn) -> dict[str, float]:
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        out = val_fn(model)
+    model.train(was_training)
+    return {k: float(v) for k, v in out.items()}
+
+
+def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def train(
+    model: nn.Module,
+    loss_fn: LossFn,
+    train_set: Dataset | Sequence,
+    cfg: TrainConfig | None = None,
+    *,
+    collate_fn: Callable | None = None,
+    val_fn: ValFn | None = None,
+    on_metrics: MetricsFn | None = None,
+    optimizer: OptimizerArg = None,
+) -> TrainResult:
+    """Train ``model`` by minimising ``loss_fn(model, batch)`` over ``train_set``.
+
+    ``loss_fn`` returns the loss, or ``(loss, {name: float})`` whose extra
+    metrics are averaged per epoch as ``train_<name>``. Batches reach it on the
+    training device. Without ``optimizer``, AdamW over the parameters with
+    ``requires_grad`` (frozen parts stay untouched); else an optimizer, or a
+    function of the model returning one (e.g. param groups with their own lrs).
+
+    ``on_metrics`` receives step records every ``log_every`` steps
+    (step, epoch, loss, extras, lr, grad_norm) and epoch records (epoch,
+    step, train_loss, train_<extra>, the val metrics, lr, seconds); epoch
+    records are also ``TrainResult.history``. Epochs are 1-based in records.
+    """
+    cfg = cfg or TrainConfig()
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = resolve_device(cfg.device)
+    model.to(device)
+    opt = _make_optimizer(model, cfg, optimizer)
+    params = [p for group in opt.param_groups for p in group["params"]]
+    amp_dtype = _amp_dtype(cfg, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    n_batches = math.ceil(len(train_set) / cfg.batch_size)
+    data_key = {"n": len(train_set), "batch_size": cfg.batch_size, "seed": cfg.seed}
+    emit = on_metrics or (lambda record: None)
+
+    p, best_state, resumed_from = _Progress(), None, None
+    ckpt = load_checkpoint(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+    if ckpt is not None:
+        if ckpt.state["data"] != data_key:
+            raise ValueError(f"checkpoint in {cfg.checkpoint_dir} was made with {ckpt.state['data']}, not {data_key}")
+        model.load_state_dict(ckpt.model_state)
+        opt.load_state_dict(ckpt.state["optimizer"])
+        scaler.load_state_dict(ckpt.state["scaler"])
+        p = _Progress(**ckpt.state["progress"])
+        best_state, resumed_from = ckpt.best_state, ckpt.step
+        set_rng_state(ckpt.state["rng"])
+    else:
+        _seed_everything(cfg.seed)
+    saved_step = resumed_from
+    mark = time.perf_counter()
+
+    def tick() -> None:  # add the time since the last tick to this epoch's seconds
+        nonlocal mark
+        now = time.perf_counter()
+        p.seconds, mark = p.seconds + now - mark, now
+
+    def lr() -> float:
+        return float(opt.param_groups[0]["lr"])
+
+    def save() -> None:
+        nonlocal saved_step
+        if not cfg.checkpoint_dir or saved_step == p.global_step:
+            return
+        tick()
+        state = {
+            "format": 1,
+            "data": data_key,
+            "progress": asdict(p),
+            "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict(),
+            "rng": rng_state(),
+        }
+        save_checkpoint(cfg.checkpoint_dir, p.global_step, model.state_dict(), state, best_state, cfg.keep_checkpoints)
+        saved_step = p.global_step
+
+    def close_epoch(partial: bool) -> None:
+        nonlocal best_state
+        tick()
+        n = max(p.batch_in_epoch, 1)
+        record: dict[str, Any] = {"epoch": p.epoch + 1, "step": p.global_step}
+        record.update({f"train_{k}": v / n for k, v in p.sums.items()})  # train_loss first
+        if val_fn is not None:
+            val = _validate(model, val_fn)
+            if cfg.monitor not in val:
+                raise KeyError(f"val_fn returned {sorted(val)}, without the monitored key {cfg.monitor!r}")
+            record.update(val)
+            if p.best_metric is None or val[cfg.monitor] < p.best_metric:
+                p.best_metric, p.best_epoch, p.bad_epochs = val[cfg.monitor], p.epoch + 1, 0
+                best_state = _cpu_copy(model)
+            else:
+                p.bad_epochs += 1
+                p.stopped_early = cfg.patience is not None and p.bad_epochs >= cfg.patience
+        record.update(lr=lr(), seconds=p.seconds)
+        if partial:
+            record["partial"] = True
+        p.history.append(record)
+        emit(dict(record))
+
+    def finished() -> bool:
+        return (
+            p.stopped_early
+            or p.epoch >= cfg.max_epochs
+            or (cfg.max_steps is not None and p.global_step >= cfg.max_steps)
+        )
+
+    model.train()
+    while not finished():
+        # The rest of this epoch's order; a resumed run skips the batches already done.
+        order = epoch_order(len(train_set), cfg.seed, p.epoch)[p.batch_in_epoch * cfg.batch_size :]
+        loader = DataLoader(
+            train_set,
+            batch_size=cfg.batch_size,
+            sampler=order.tolist(),
+            collate_fn=collate_fn,
+            num_workers=cfg.num_workers,
+            pin_memory=device.type == "cuda",
+            # Seeds worker processes; also keeps the loader off the global RNG.
+            generator=torch.Generator().manual_seed(_mix(cfg.seed, p.epoch)),
+        )
+        bar = tqdm(
+            loader, total=n_batches, initial=p.batch_in_epoch, desc=f"epoch {p.epoch + 1}",
+            disable=not cfg.progress, leave=False, dynamic_ncols=True,
+        )
+        for batch in bar:
+            batch = to_device(batch, device)
+            loss, extra, grad_norm = _train_step(
+                model, loss_fn, batch, opt, scaler, params, cfg.grad_clip, device, amp_dtype
+            )
+            p.global_step += 1
+            p.batch_in_epoch += 1
+            for k, v in {"loss": loss, **extra}.items():
+                p.sums[k] = p.sums.get(k, 0.0) + v
+            if p.global_step % cfg.log_every == 0:
+                record = {"step": p.global_step, "epoch": p.epoch + 1, "loss": loss, **extra, "lr": lr()}
+                if grad_norm is not None:
+                    record["grad_norm"] = grad_norm
+                emit(record)
+                bar.set_postfix(loss=f"{loss:.4g}")
+            if cfg.max_steps is not None and p.global_step >= cfg.max_steps:
+                break
+            if p.batch_in_epoch < n_batches and p.global_step % cfg.checkpoint_every == 0:
+                save()
+        bar.close()
+        if p.batch_in_epoch < n_batches:  # max_steps hit mid-epoch
+            break
+        close_epoch(partial=False)
+        p.epoch, p.batch_in_epoch, p.sums, p.seconds = p.epoch + 1, 0, {}, 0.0
+        save()
+
+    if p.batch_in_epoch > 0:  # stopped mid-epoch: checkpoint that state first, then report it
+        save()
+        close_epoch(partial=True)
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    return TrainResult(
+        history=p.history,
+        best_epoch=p.best_epoch,
+        best_metric=p.best_metric,
+        steps=p.global_step,
+        stopped_early=p.stopped_early,
+        resumed_from=resumed_from,
+        best_state=best_state,
+    )
+
+
+def _train_step(
+    model: nn.Module,
+    loss_fn: LossFn,
+    batch: Any,
+    opt: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    params: list[torch.Tensor],
+    grad_clip: float | None,
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> tuple[float, dict[str, float], float | None]:
+    """One optimizer step; returns (loss, extra metrics, grad norm before clipping)."""
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        out = loss_fn(model, batch)
+    loss, extra = out if isinstance(out, tuple) else (out, {})
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    grad_norm = None
+    if grad_clip is not None:
+        scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, grad_clip))
+    scaler.step(opt)  # skipped by the scaler when fp16 gradients overflowed
+    scaler.update()
+    return float(loss.detach()), {k: float(v) for k, v in extra.items()}, grad_norm
