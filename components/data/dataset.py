@@ -1,0 +1,60 @@
+"""A torch Dataset over a corpus manifest: audio pairs, transcripts and SLU labels."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import soundfile as sf
+import torch
+from torch.nn.utils.rnn import pad_sequence
+from torch.utils.data import Dataset
+
+from components.models.text import CharVocab
+
+
+class SpeechDataset(Dataset):
+    """Rows of a manifest; audio paths resolve against ``root`` (the manifest's folder).
+
+    Each item: noisy and clean waveforms (L,), their length, the transcript as
+    CTC targets, and the row's metadata (utt_id, slurp_id, text, scenario,
+    action, entities) for the NLU and the scorers.
+    """
+
+    def __init__(self, manifest: pd.DataFrame, root: str | Path, vocab: CharVocab | None = None) -> None:
+        self.rows = manifest.reset_index(drop=True).to_dict("records")
+        self.root = Path(root)
+        self.vocab = vocab or CharVocab()
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def _audio(self, rel: str) -> torch.Tensor:
+        audio, sr = sf.read(self.root / rel, dtype="float32")
+        if sr != 16_000:
+            raise ValueError(f"{self.root / rel}: sample rate {sr}, expected 16000")
+        return torch.from_numpy(audio)
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.rows[i]
+        clean, noisy = self._audio(row["clean_path"]), self._audio(row["noisy_path"])
+        entities = json.loads(row["entities"]) if isinstance(row["entities"], str) else row["entities"]
+        return {
+            "clean": clean,
+            "noisy": noisy,
+            "targets": self.vocab.encode(row["text"]),
+            "meta": {k: row[k] for k in ("utt_id", "slurp_id", "text", "scenario", "action", "speaker")} | {"entities": entities},
+        }
+
+
+def collate(items: list[dict]) -> dict:
+    """Pad to the longest item: clean/noisy (B, L), lengths (B,), targets (B, S), target_lengths (B,)."""
+    return {
+        "clean": pad_sequence([it["clean"] for it in items], batch_first=True),
+        "noisy": pad_sequence([it["noisy"] for it in items], batch_first=True),
+        "lengths": torch.tensor([it["clean"].numel() for it in items]),
+        "targets": pad_sequence([it["targets"] for it in items], batch_first=True),
+        "target_lengths": torch.tensor([it["targets"].numel() for it in items]),
+        "meta": [it["meta"] for it in items],
+    }

@@ -1,0 +1,120 @@
+"""Conformer-CTC speech recogniser: waveform -> character posteriors.
+
+    wave (B, L) 16 kHz --log-mel--> (B, T, 80)          T = L / 160 + 1 (10 ms frames)
+    --2x Conv2d stride 2--> (B, T/4, C * 19) --Linear--> (B, T', d)
+    --torchaudio Conformer x N--> states (B, T', d) --Linear--> logits (B, T', V)
+
+Trained with CTC over CharVocab (blank = 0). Greedy decoding here; beam search
+with a lexicon and an n-gram LM lives in components/models/beam.py.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torchaudio
+from torch import nn
+
+from components.models.text import CharVocab
+
+HOP = 160  # samples per 10 ms frame at 16 kHz
+
+
+@dataclass
+class ASRConfig:
+    n_mels: int = 80
+    subsampling_channels: int = 64
+    d_model: int = 144
+    heads: int = 4
+    ffn: int = 576
+    layers: int = 4
+    conv_kernel: int = 31
+    dropout: float = 0.1
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class LogMel(nn.Module):
+    """Log-mel features normalised per utterance over its valid frames."""
+
+    def __init__(self, n_mels: int) -> None:
+        super().__init__()
+        self.mel = torchaudio.transforms.MelSpectrogram(16_000, n_fft=400, hop_length=HOP, n_mels=n_mels)
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = torch.log(self.mel(wave.float()) + 1e-6).transpose(1, 2)  # (B, T, n_mels)
+        frames = lengths // HOP + 1
+        valid = (torch.arange(feats.shape[1], device=wave.device)[None, :] < frames[:, None]).unsqueeze(-1)  # (B, T, 1)
+        count = valid.sum(1, keepdim=True).clamp(min=1)
+        mean = (feats * valid).sum(1, keepdim=True) / count
+        std = (((feats - mean) ** 2 * valid).sum(1, keepdim=True) / count).sqrt().clamp(min=1e-3)
+        return (feats - mean) / std * valid, frames
+
+
+class ConvSubsampling(nn.Module):
+    """4x fewer frames: two 3x3 convolutions with stride 2 over (time, mel)."""
+
+    def __init__(self, n_mels: int, channels: int, d_model: int) -> None:
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(1, channels, 3, stride=2), nn.ReLU(), nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU())
+        freq = ((n_mels - 3) // 2 + 1 - 3) // 2 + 1
+        self.out = nn.Linear(channels * freq, d_model)
+
+    def forward(self, feats: torch.Tensor, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = self.conv(feats.unsqueeze(1))  # (B, C, T', F')
+        x = self.out(x.permute(0, 2, 1, 3).flatten(2))  # (B, T', d)
+        for _ in range(2):
+            frames = (frames - 3) // 2 + 1
+        return x, frames.clamp(min=1)
+
+
+class ConformerCTC(nn.Module):
+    def __init__(self, cfg: ASRConfig | None = None, vocab: CharVocab | None = None) -> None:
+        super().__init__()
+        self.cfg = cfg = cfg or ASRConfig()
+        self.vocab = vocab or CharVocab()
+        self.features = LogMel(cfg.n_mels)
+        self.subsampling = ConvSubsampling(cfg.n_mels, cfg.subsampling_channels, cfg.d_model)
+        self.encoder = torchaudio.models.Conformer(
+            input_dim=cfg.d_model,
+            num_heads=cfg.heads,
+            ffn_dim=cfg.ffn,
+            num_layers=cfg.layers,
+            depthwise_conv_kernel_size=cfg.conv_kernel,
+            dropout=cfg.dropout,
+        )
+        self.ctc_head = nn.Linear(cfg.d_model, len(self.vocab))
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
+        """wave (B, L), lengths (B,) in samples -> logits (B, T', V), states (B, T', d), lengths (B,)."""
+        feats, frames = self.features(wave, lengths)
+        x, frames = self.subsampling(feats, frames)
+        states, frames = self.encoder(x, frames.clamp(max=x.shape[1]))
+        return {"logits": self.ctc_head(states), "states": states, "lengths": frames}
+
+
+def ctc_loss(out: dict[str, torch.Tensor], targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
+    """Mean CTC loss per target character; targets (B, S) padded, blank = 0."""
+    log_probs = out["logits"].float().log_softmax(-1).transpose(0, 1)  # (T', B, V)
+    return nn.functional.ctc_loss(log_probs, targets, out["lengths"], target_lengths, blank=0, reduction="mean", zero_infinity=True)
+
+
+def greedy_paths(logits: torch.Tensor, lengths: torch.Tensor) -> list[list[int]]:
+    """Best symbol per frame, per utterance, cut to its length: (B, T', V) -> B lists of ids."""
+    best = logits.argmax(-1).tolist()
+    return [row[:n] for row, n in zip(best, lengths.tolist())]
+
+
+def collapse(path: list[int], blank: int = 0) -> list[int]:
+    out, prev = [], None
+    for s in path:
+        if s != prev and s != blank:
+            out.append(s)
+        prev = s
+    return out
+
+
+def greedy_decode(out: dict[str, torch.Tensor], vocab: CharVocab) -> list[str]:
+    return [" ".join(vocab.decode(collapse(p)).split()) for p in greedy_paths(out["logits"], out["lengths"])]
