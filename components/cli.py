@@ -25,7 +25,7 @@ def main() -> None:
 
 
 @main.command()
-@click.option("--slurp-jsonl", type=click.Path(exists=True, dir_okay=False), required=True, help="SLURP release-format jsonl.")
+@click.option("--slurp-jsonl", type=click.Path(exists=True, dir_okay=False), required=True, help="SLURP release-format jsonl (or a .txt of sentences, unlabelled, like SLURP's lm.txt).")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Corpus folder (created; resumed if it exists).")
 @click.option("--voices", default="demo", show_default=True, help="Comma-separated presets (demo, source, target) or engine:voice[:pitch[:rate]].")
 @click.option("--snr", default="0,5,10,20", show_default=True, help="SNRs in dB; each utterance gets one, chosen by seed.")
@@ -39,11 +39,11 @@ def main() -> None:
 def synth(slurp_jsonl, out, voices, snr, noise, limit, seed, speakers_per_text, workers, fmt, quiet) -> None:
     """Synthesize 16 kHz clean and noisy speech for SLURP text; write OUT/manifest.<format>."""
     from components.data.corpus import CorpusConfig, build_corpus
-    from components.data.slurp import read_slurp
+    from components.data.slurp import read_records
     from components.data.speakers import parse_voices
 
     try:
-        records = read_slurp(slurp_jsonl)[:limit]
+        records = read_records(slurp_jsonl)[:limit]
         cfg = CorpusConfig(
             speakers=parse_voices(voices),
             snrs=_floats(snr, "--snr"),
@@ -64,13 +64,15 @@ def synth(slurp_jsonl, out, voices, snr, noise, limit, seed, speakers_per_text, 
 @click.option("--labels", type=click.Path(exists=True, dir_okay=False), default=None, help="Label set: labels.json or a SLURP jsonl (default: the shipped SLURP labels).")
 @click.option("--report", type=click.Path(dir_okay=False), default=None, help="Also write the HTML report here.")
 @click.option("--no-audio", is_flag=True, help="Skip opening the audio files.")
-def validate(manifest, labels, report, no_audio) -> None:
+@click.option("--allow-unlabelled", is_flag=True, help="Accept rows without scenario/action (a corpus synthesized from plain text).")
+def validate(manifest, labels, report, no_audio, allow_unlabelled) -> None:
     """Exit 0 when the manifest is valid; else print every bad row (utt_id and reason) and exit 1."""
     from components.data.manifest import ManifestError
-    from components.data.validation import load_label_set, validate_manifest
+    from components.data.validation import ValidationLimits, load_label_set, validate_manifest
 
     try:
-        result = validate_manifest(manifest, labels=load_label_set(labels), check_audio=not no_audio)
+        limits = ValidationLimits(allow_unlabelled=allow_unlabelled)
+        result = validate_manifest(manifest, labels=load_label_set(labels), limits=limits, check_audio=not no_audio)
     except (ManifestError, ValueError) as e:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)

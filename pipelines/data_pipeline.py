@@ -21,6 +21,7 @@ def data_pipeline(
     limit: Optional[int] = None,
     seed: int = 0,
     labels: Optional[str] = None,
+    allow_unlabelled: bool = False,
     dvc_remote: Optional[str] = None,
 ) -> None:
     """ingest -> validate -> split -> version."""
@@ -37,6 +38,6 @@ def data_pipeline(
         limit=limit,
         seed=seed,
     )
-    _, summary = validate_corpus(manifest_path, labels=labels)
+    _, summary = validate_corpus(manifest_path, labels=labels, allow_unlabelled=allow_unlabelled)
     split_corpus(manifest, summary)
     version_corpus(summary, data_root=data_root, remote=dvc_remote, after="split_corpus")

@@ -8,7 +8,7 @@ from zenml.types import HTMLString
 from components.data.corpus import CorpusConfig, build_corpus
 from components.data.manifest import read_manifest
 from components.data.overview import overview_html
-from components.data.slurp import read_slurp
+from components.data.slurp import read_records
 from components.data.speakers import parse_voices
 from components.data.versioning import git_sha
 
@@ -32,7 +32,7 @@ def ingest(
     Annotated[HTMLString, "corpus_overview"],
 ]:
     """Read SLURP text and synthesize (or resume) the corpus data/<corpus_name>; cached on tracked_md5."""
-    records = read_slurp(slurp_jsonl)[:limit]
+    records = read_records(slurp_jsonl)[:limit]
     cfg = CorpusConfig(
         speakers=parse_voices(voices),
         snrs=list(snrs),

@@ -3,19 +3,20 @@ from typing import Annotated, Optional, Tuple
 from zenml import log_metadata, step
 from zenml.types import HTMLString
 
-from components.data.validation import load_label_set, validate_manifest
+from components.data.validation import ValidationLimits, load_label_set, validate_manifest
 
 
 @step
 def validate_corpus(
-    manifest_path: str, labels: Optional[str] = None
+    manifest_path: str, labels: Optional[str] = None, allow_unlabelled: bool = False
 ) -> Tuple[Annotated[HTMLString, "validation_report"], Annotated[dict, "validation_summary"]]:
     """Great Expectations checks of every row; the HTML report shows in the dashboard.
 
     The step does not fail on bad rows, so the report is always stored;
     split_corpus refuses an invalid corpus.
     """
-    report = validate_manifest(manifest_path, labels=load_label_set(labels))
+    limits = ValidationLimits(allow_unlabelled=allow_unlabelled)
+    report = validate_manifest(manifest_path, labels=load_label_set(labels), limits=limits)
     summary = {
         "ok": report.ok,
         "rows": report.n_rows,

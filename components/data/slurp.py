@@ -19,6 +19,7 @@ line: ``{"file": ..., "slurp_id": ..., "scenario": ..., "action": ...,
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -55,7 +56,8 @@ class SlurpRecord:
 
     @property
     def intent(self) -> str:
-        return f"{self.scenario}_{self.action}"
+        """scenario_action; empty for unlabelled text (lm.txt)."""
+        return f"{self.scenario}_{self.action}" if self.scenario or self.action else ""
 
 
 REQUIRED_FIELDS = ("slurp_id", "sentence", "scenario", "action", "tokens", "entities")
@@ -126,6 +128,32 @@ def read_slurp(path: str | os.PathLike, audio_dir: str | os.PathLike | None = No
     path = Path(path)
     audio = Path(audio_dir) if audio_dir is not None else None
     return [_parse_record(obj, f"{path}:{lineno}", audio) for lineno, obj in _jsonl_objects(path)]
+
+
+def read_text_lines(path: str | os.PathLike) -> list[SlurpRecord]:
+    """Unlabelled records from plain text, one sentence per line (SLURP's lm.txt).
+
+    Repeated lines are kept once. The slurp_id is a stable 9-digit hash of the
+    text, far above the release's ids (< 100,000), so it never collides with them.
+    """
+    path = Path(path)
+    seen: dict[str, None] = {}
+    with open(path, encoding="utf-8") as f:
+        for line in f:
+            text = " ".join(line.split())
+            if text:
+                seen.setdefault(text, None)
+    records = []
+    for text in seen:
+        sid = 100_000_000 + int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % 900_000_000
+        tokens = tuple({"surface": w, "id": i} for i, w in enumerate(text.split()))
+        records.append(SlurpRecord(sid, text, text, "", "", tokens, ()))
+    return records
+
+
+def read_records(path: str | os.PathLike) -> list[SlurpRecord]:
+    """A SLURP release .jsonl, or plain text lines (.txt) as unlabelled records."""
+    return read_text_lines(path) if Path(path).suffix == ".txt" else read_slurp(path)
 
 
 def record_to_release(rec: SlurpRecord) -> dict:

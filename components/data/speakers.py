@@ -59,14 +59,20 @@ PRESETS: dict[str, tuple[Speaker, ...]] = {
         Speaker("espeak-ng", "en-us+f3"),
         Speaker("espeak-ng", "en-gb-scotland+m3"),
     ),
-    # Source domain for backbone pre-training.
+    # Source domain for backbone pre-training: many voices, so the ASR learns speech, not a speaker.
     "source": (
         Speaker("festival", "kal_diphone"),
         Speaker("festival", "ked_diphone"),
+        Speaker("festival", "ked_diphone", pitch=2, rate=1.1),
         Speaker("flite", "slt"),
+        Speaker("flite", "slt", pitch=-2, rate=0.9),
         Speaker("flite", "kal16"),
         Speaker("espeak-ng", "en-us"),
+        Speaker("espeak-ng", "en-us+f2"),
         Speaker("espeak-ng", "en-gb+m2"),
+        Speaker("espeak-ng", "en-gb-x-rp+f4"),
+        Speaker("espeak-ng", "en-gb-x-gbclan+m5"),
+        Speaker("espeak-ng", "en-gb-x-gbcwmd+f1", rate=1.1),
     ),
     # Target domain: voices, pitches and rates unseen in the source.
     "target": (

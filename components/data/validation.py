@@ -91,6 +91,7 @@ class ValidationLimits:
     min_snr: float = -10.0  # dB
     max_snr: float = 60.0
     snr_tolerance: float = 0.5  # |measured - requested| SNR, dB
+    allow_unlabelled: bool = False  # rows with no scenario/action (text-only corpora, e.g. from lm.txt)
 
 
 @dataclass
@@ -450,6 +451,8 @@ def validate_frame(
     labels = {k: set(v) for k, v in labels.items()}
     if "intents" not in labels:
         raise ValueError("label set has no 'intents'")
+    if limits.allow_unlabelled:
+        labels["intents"].add("")
     workers = workers or min(8, (os.cpu_count() or 1) * 2)
 
     frame = _working_frame(df, manifest_path, check_audio, workers)
