@@ -133,7 +133,7 @@ def read_slurp(path: str | os.PathLike, audio_dir: str | os.PathLike | None = No
 def read_text_lines(path: str | os.PathLike) -> list[SlurpRecord]:
     """Unlabelled records from plain text, one sentence per line (SLURP's lm.txt).
 
-    Repeated lines are kept once. The slurp_id is a stable 9-digit hash of the
+    Repeated lines are kept once. The slurp_id is a stable 13-digit hash of the
     text, far above the release's ids (< 100,000), so it never collides with them.
     """
     path = Path(path)
@@ -145,7 +145,7 @@ def read_text_lines(path: str | os.PathLike) -> list[SlurpRecord]:
                 seen.setdefault(text, None)
     records = []
     for text in seen:
-        sid = 100_000_000 + int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % 900_000_000
+        sid = 10**12 + int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "big") % (9 * 10**12)
         tokens = tuple({"surface": w, "id": i} for i, w in enumerate(text.split()))
         records.append(SlurpRecord(sid, text, text, "", "", tokens, ()))
     return records
