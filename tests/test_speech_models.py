@@ -10,7 +10,8 @@ from components.data.slurp import read_slurp
 from components.data.speakers import Speaker
 from components.models.asr import HOP, ASRConfig, ConformerCTC, ctc_loss, greedy_decode
 from components.models.se import MaskEnhancer, se_loss, si_snr
-from components.models.text import CharVocab, normalise, slurp_words
+from components.models.nlu import split_words
+from components.models.text import CharVocab, normalise
 
 TINY = ASRConfig(d_model=96, ffn=256, layers=2, heads=4, dropout=0.0)
 
@@ -27,7 +28,7 @@ def test_vocab_round_trip_and_slurp_words():
     v = CharVocab()
     assert v.decode(v.encode("Wake me up at 7 o'clock!").tolist()) == "wake me up at o'clock"
     assert normalise("  Hello,   WORLD ") == "hello world"
-    assert slurp_words("what is mom's email i don't know") == ["what", "is", "mom", "'s", "email", "i", "do", "n't", "know"]
+    assert split_words("what is mom's email i don't know") == ["what", "is", "mom", "'s", "email", "i", "do", "n't", "know"]
 
 
 def test_shapes_lengths_and_masks(batch):

@@ -1,4 +1,4 @@
-"""Text <-> symbols for CTC, and the SLURP word form of a spoken word sequence."""
+"""Text <-> symbols for CTC."""
 
 from __future__ import annotations
 
@@ -10,7 +10,6 @@ import torch
 # spelled out; apostrophes ("mom's") and dots ("u. s.") are the only punctuation kept.
 ALPHABET = " abcdefghijklmnopqrstuvwxyz'."
 _KEEP = re.compile(r"[^ a-z'.]")
-_CLITIC = re.compile(r"(\w)('s|'m|'d|'ve|'re|'ll|n't)\b")
 
 
 def normalise(text: str) -> str:
@@ -33,8 +32,3 @@ class CharVocab:
 
     def decode(self, ids: list[int]) -> str:
         return "".join(self.symbols[i] for i in ids if i != self.blank)
-
-
-def slurp_words(text: str) -> list[str]:
-    """Words as SLURP tokenises them: clitics split off ("mom's" -> "mom 's", "don't" -> "do n't")."""
-    return _CLITIC.sub(r"\1 \2", text).split()

@@ -1,0 +1,224 @@
+"""The SE -> ASR -> NLU cascade, differentiable end to end.
+
+    noisy (B, L) --SE--> enhanced (B, L) --ASR--> states (B, T', d), logits (B, T', V)
+      greedy CTC path -> hypothesised words, each a span of frames
+      states pooled per word (B, W, d) --bridge Linear--> (B, W, 384) --NLU (inputs_embeds)-->
+      scenario (B, S), action (B, A), tags (B, W, T)
+
+The word segmentation is discrete (from the 1-best path), but the pooled
+states are not: NLU losses reach the bridge, the ASR encoder and the SE.
+`mode="text"` is the classic cascade (ASR 1-best text -> NLU tokenizer), the
+baseline without that gradient path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from components.data.slurp import Entity, Prediction
+from components.models.asr import ASRConfig, ConformerCTC, greedy_paths
+from components.models.nlu import (
+    HIDDEN,
+    IGNORE,
+    NluLabels,
+    NluModel,
+    build_nlu,
+    decode,
+    encode_texts,
+    load_state_dict_file,
+    save_state_dict,
+    split_words,
+)
+from components.models.se import MaskEnhancer, SEConfig
+
+MODULES = ("se", "asr", "bridge", "nlu")
+
+
+def hypothesis_words(path: list[int], vocab) -> list[tuple[str, int, int]]:
+    """Words of a greedy CTC path with their frame spans [start, end): [(word, start, end), ...].
+
+    Clitics are split as SLURP tokenises ("mom's" -> "mom", "'s"); both pieces share the span.
+    """
+    space = vocab.index[" "]
+    words, chars, start, prev = [], [], None, None
+    for t, s in enumerate(path + [space]):
+        if s == vocab.blank:
+            prev = s
+            continue
+        if s == space:
+            if chars:
+                words.append(("".join(chars), start, t))
+            chars, start = [], None
+        elif s != prev:
+            chars.append(vocab.symbols[s])
+            start = t if start is None else start
+        prev = s
+    return [(piece, a, b) for word, a, b in words for piece in split_words(word)]
+
+
+def pool_words(states: torch.Tensor, spans: Sequence[Sequence[tuple[int, int]]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean of states (B, T', d) over each word's frames -> (B, W, d) and word_mask (B, W).
+
+    An utterance with no recognised word gets one slot pooled over all its frames,
+    so scenario and action can still be predicted.
+    """
+    B, T, d = states.shape
+    W = max(1, max((len(s) for s in spans), default=0))
+    weights = states.new_zeros(B, W, T)
+    mask = torch.zeros(B, W, dtype=torch.bool, device=states.device)
+    for b, word_spans in enumerate(spans):
+        for w, (start, end) in enumerate(word_spans or [(0, T)]):
+            weights[b, w, start:end] = 1.0 / max(1, end - start)
+            mask[b, w] = True
+    return weights @ states, mask
+
+
+def tags_from_fillers(words: Sequence[str], entities: Sequence[dict | Entity]) -> list[str]:
+    """BIO tags of words from entity fillers: each filler is matched at its first unused occurrence."""
+    tags = ["O"] * len(words)
+    for ent in entities:
+        etype, filler = (ent["type"], ent["filler"]) if isinstance(ent, dict) else (ent.type, ent.filler)
+        target = filler.split()
+        for i in range(len(words) - len(target) + 1):
+            if words[i : i + len(target)] == target and all(t == "O" for t in tags[i : i + len(target)]):
+                tags[i : i + len(target)] = [f"B-{etype}"] + [f"I-{etype}"] * (len(target) - 1)
+                break
+    return tags
+
+
+def align_tags(hyp: Sequence[str], ref: Sequence[str], ref_tags: Sequence[str]) -> list[str]:
+    """Carry reference tags onto hypothesis words through a Levenshtein alignment; insertions get O."""
+    n, m = len(hyp), len(ref)
+    cost = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n + 1):
+        cost[i][0] = i
+    for j in range(m + 1):
+        cost[0][j] = j
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            cost[i][j] = min(cost[i - 1][j] + 1, cost[i][j - 1] + 1, cost[i - 1][j - 1] + (hyp[i - 1] != ref[j - 1]))
+    tags, i, j = ["O"] * n, n, m
+    while i > 0 and j > 0:
+        if cost[i][j] == cost[i - 1][j - 1] + (hyp[i - 1] != ref[j - 1]):
+            tags[i - 1] = ref_tags[j - 1]
+            i, j = i - 1, j - 1
+        elif cost[i][j] == cost[i - 1][j] + 1:
+            i -= 1
+        else:
+            j -= 1
+    # a run that lost its B- (the B word was deleted) starts with B-
+    for k, tag in enumerate(tags):
+        if tag.startswith("I-") and (k == 0 or tags[k - 1][2:] != tag[2:]):
+            tags[k] = "B-" + tag[2:]
+    return tags
+
+
+class Cascade(nn.Module):
+    def __init__(self, se: MaskEnhancer | None, asr: ConformerCTC, nlu: NluModel, labels: NluLabels) -> None:
+        super().__init__()
+        self.se, self.asr, self.nlu, self.labels = se, asr, nlu, labels
+        self.bridge = nn.Linear(asr.cfg.d_model, HIDDEN)
+
+    def forward(self, noisy: torch.Tensor, lengths: torch.Tensor) -> dict:
+        """noisy (B, L) -> {enhanced, asr: {...}, words: B lists of str, nlu: {...}}."""
+        enhanced = self.se(noisy) if self.se is not None else noisy
+        asr_out = self.asr(enhanced, lengths)
+        hyps = [hypothesis_words(p, self.asr.vocab) for p in greedy_paths(asr_out["logits"].detach(), asr_out["lengths"])]
+        pooled, word_mask = pool_words(asr_out["states"], [[(a, b) for _, a, b in h] for h in hyps])
+        nlu_out = self.nlu(inputs_embeds=self.bridge(pooled), word_mask=word_mask, add_special_tokens=True)
+        return {"enhanced": enhanced, "asr": asr_out, "words": [[w for w, _, _ in h] for h in hyps], "nlu": nlu_out}
+
+    def nlu_targets(self, words: Sequence[Sequence[str]], meta: Sequence[dict], width: int) -> dict:
+        """Targets for the hypothesised words: gold scenario/action, gold tags aligned onto the words."""
+        s_index = {s: i for i, s in enumerate(self.labels.scenarios)}
+        a_index = {a: i for i, a in enumerate(self.labels.actions)}
+        t_index = {t: i for i, t in enumerate(self.labels.tags)}
+        tags = torch.full((len(meta), width), IGNORE, dtype=torch.long)
+        for b, (hyp, m) in enumerate(zip(words, meta)):
+            ref = split_words(m["text"])
+            hyp_tags = align_tags(hyp, ref, tags_from_fillers(ref, m["entities"])) if hyp else ["O"]
+            tags[b, : len(hyp_tags)] = torch.tensor([t_index[t] for t in hyp_tags])
+        return {
+            "scenario": torch.tensor([s_index[m["scenario"]] for m in meta]),
+            "action": torch.tensor([a_index[m["action"]] for m in meta]),
+            "tags": tags,
+        }
+
+    @torch.no_grad()
+    def predict(self, noisy: torch.Tensor, lengths: torch.Tensor, meta: Sequence[dict], mode: str = "e2e", tokenizer=None) -> list[tuple[Prediction, str]]:
+        """(SLURP prediction, transcript) per utterance. mode "e2e" (through the bridge) or "text" (1-best text -> NLU)."""
+        out = self(noisy, lengths)
+        words = out["words"]
+        if mode == "text":
+            if tokenizer is None:
+                raise ValueError("mode 'text' needs the NLU tokenizer")
+            enc = encode_texts(tokenizer, [w or ["<empty>"] for w in words])
+            nlu_out = self.nlu(**{k: v.to(noisy.device) for k, v in enc.items()})
+        elif mode == "e2e":
+            nlu_out = out["nlu"]
+        else:
+            raise ValueError(f"unknown cascade mode {mode!r}; use 'e2e' or 'text'")
+        decoded = decode(nlu_out, [w or ["<empty>"] for w in words], self.labels)
+        results = []
+        for (scenario, action, entities), hyp, m in zip(decoded, words, meta):
+            transcript = " ".join(hyp).replace(" '", "'").replace(" n't", "n't")
+            pred = Prediction(file=m["utt_id"], scenario=scenario, action=action, entities=tuple(entities), slurp_id=int(m["slurp_id"]))
+            results.append((pred, transcript))
+        return results
+
+
+def cascade_loss(model: Cascade, batch: dict, weights: dict[str, float] | None = None) -> tuple[torch.Tensor, dict]:
+    """Weighted sum of the NLU loss and, as auxiliary terms, CTC and SE losses; also the parts as floats."""
+    from components.models.asr import ctc_loss
+    from components.models.nlu import nlu_loss
+    from components.models.se import se_loss
+
+    w = {"nlu": 1.0, "ctc": 0.5, "se": 0.5} | (weights or {})
+    out = model(batch["noisy"], batch["lengths"])
+    nlu_out = out["nlu"]
+    targets = model.nlu_targets(out["words"], batch["meta"], nlu_out["tag_logits"].shape[1])
+    parts = {"nlu": nlu_loss(nlu_out, {**targets, "word_mask": nlu_out["word_mask"]})}
+    if w["ctc"]:
+        parts["ctc"] = ctc_loss(out["asr"], batch["targets"], batch["target_lengths"])
+    if w["se"] and model.se is not None:
+        parts["se"] = se_loss(out["enhanced"], batch["clean"], batch["lengths"], model.se)
+    total = sum(w[k] * v for k, v in parts.items())
+    return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+# --------------------------------------------------------------------------- save / load (safetensors only)
+
+
+def save_cascade(model: Cascade, directory: str | Path) -> Path:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    config = {
+        "format": "cascadapt-cascade/1",
+        "se": asdict(model.se.cfg) if model.se is not None else None,
+        "asr": model.asr.cfg.to_dict(),
+        "labels": model.labels.to_dict(),
+    }
+    save_state_dict(model, directory / "cascade.safetensors")
+    (directory / "cascade.json").write_text(json.dumps(config, indent=1) + "\n")
+    return directory
+
+
+def load_cascade(directory: str | Path, device: str | torch.device = "cpu") -> Cascade:
+    """Rebuild from cascade.json (the shipped MiniLM config) and load weights with safetensors."""
+    directory = Path(directory)
+    config_path = directory / "cascade.json"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{directory} is not a saved cascade (no cascade.json)")
+    config = json.loads(config_path.read_text())
+    labels = NluLabels.from_dict(config["labels"])
+    se = MaskEnhancer(SEConfig(**config["se"])) if config["se"] else None
+    model = Cascade(se, ConformerCTC(ASRConfig(**config["asr"])), build_nlu(labels, pretrained=False), labels)
+    load_state_dict_file(model, directory / "cascade.safetensors", device=device)
+    return model.to(device).eval()
