@@ -93,8 +93,9 @@ def tags_from_fillers(words: Sequence[str], entities: Sequence[dict | Entity]) -
     return tags
 
 
-def align_tags(hyp: Sequence[str], ref: Sequence[str], ref_tags: Sequence[str]) -> list[str]:
-    """Carry reference tags onto hypothesis words through a Levenshtein alignment; insertions get O."""
+def align_words(hyp: Sequence[str], ref: Sequence[str]) -> list[int | None]:
+    """For each hypothesis word, the reference word it is aligned to (match or substitution), or None
+    (insertion), by a Levenshtein alignment."""
     n, m = len(hyp), len(ref)
     cost = [[0] * (m + 1) for _ in range(n + 1)]
     for i in range(n + 1):
@@ -104,15 +105,22 @@ def align_tags(hyp: Sequence[str], ref: Sequence[str], ref_tags: Sequence[str]) 
     for i in range(1, n + 1):
         for j in range(1, m + 1):
             cost[i][j] = min(cost[i - 1][j] + 1, cost[i][j - 1] + 1, cost[i - 1][j - 1] + (hyp[i - 1] != ref[j - 1]))
-    tags, i, j = ["O"] * n, n, m
+    link: list[int | None] = [None] * n
+    i, j = n, m
     while i > 0 and j > 0:
         if cost[i][j] == cost[i - 1][j - 1] + (hyp[i - 1] != ref[j - 1]):
-            tags[i - 1] = ref_tags[j - 1]
+            link[i - 1] = j - 1
             i, j = i - 1, j - 1
         elif cost[i][j] == cost[i - 1][j] + 1:
             i -= 1
         else:
             j -= 1
+    return link
+
+
+def align_tags(hyp: Sequence[str], ref: Sequence[str], ref_tags: Sequence[str]) -> list[str]:
+    """Carry reference tags onto hypothesis words through the alignment; insertions get O."""
+    tags = [ref_tags[j] if j is not None else "O" for j in align_words(hyp, ref)]
     # a run that lost its B- (the B word was deleted) starts with B-
     for k, tag in enumerate(tags):
         if tag.startswith("I-") and (k == 0 or tags[k - 1][2:] != tag[2:]):

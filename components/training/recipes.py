@@ -1,0 +1,181 @@
+"""What to train and how to score it: one function a module (SE, ASR, NLU, bridge), full
+fine-tuning of the cascade, and evaluation on a manifest split. All run on the shared loop."""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from components.data.dataset import SpeechDataset, collate
+from components.data.slurp import Entity, Prediction, SlurpRecord
+from components.metrics.asr import cer, wer
+from components.metrics.slu import align, slu_metrics
+from components.models.asr import ConformerCTC, ctc_loss
+from components.models.cascade import Cascade, align_words, cascade_loss, pool_words
+from components.models.nlu import NluLabels, NluModel, batch_from_records, load_tokenizer, nlu_loss, param_groups, split_words
+from components.models.se import MaskEnhancer, se_loss, si_snr
+from components.training.loop import TrainConfig, TrainResult, resolve_device, to_device, train
+
+MetricsFn = Callable[[dict], None] | None
+
+
+def _mean_over(loader: DataLoader, model, fn, device, max_batches: int | None = None) -> dict[str, float]:
+    sums: dict[str, float] = {}
+    n = 0
+    for i, batch in enumerate(loader):
+        if max_batches is not None and i >= max_batches:
+            break
+        for k, v in fn(model, to_device(batch, device)).items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        n += 1
+    return {k: v / max(n, 1) for k, v in sums.items()}
+
+
+def _val(ds: Dataset, fn, cfg: TrainConfig, collate_fn=collate, max_batches: int | None = 50):
+    loader = DataLoader(ds, batch_size=cfg.batch_size, collate_fn=collate_fn)
+    device = resolve_device(cfg.device)
+    return lambda model: _mean_over(loader, model, fn, device, max_batches)
+
+
+# --------------------------------------------------------------------------- modules
+
+
+def train_se(se: MaskEnhancer, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None) -> TrainResult:
+    """Noisy -> clean on pairs; validation loss and SI-SNR of the enhanced speech."""
+
+    def loss(model, b):
+        return se_loss(model(b["noisy"]), b["clean"], b["lengths"], model)
+
+    def val(model, b):
+        enhanced = model(b["noisy"])
+        return {"val_loss": se_loss(enhanced, b["clean"], b["lengths"], model), "val_si_snr": si_snr(enhanced, b["clean"]).mean()}
+
+    return train(se, loss, train_ds, cfg, collate_fn=collate, val_fn=_val(val_ds, val, cfg), on_metrics=on_metrics)
+
+
+def train_asr(asr: ConformerCTC, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None, audio: str = "clean") -> TrainResult:
+    """CTC on the clean (source pre-training) or noisy audio."""
+
+    def loss(model, b):
+        return ctc_loss(model(b[audio], b["lengths"]), b["targets"], b["target_lengths"])
+
+    def val(model, b):
+        return {"val_loss": loss(model, b)}
+
+    return train(asr, loss, train_ds, cfg, collate_fn=collate, val_fn=_val(val_ds, val, cfg), on_metrics=on_metrics)
+
+
+class RecordDataset(Dataset):
+    def __init__(self, records: Sequence[SlurpRecord]) -> None:
+        self.records = list(records)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, i: int) -> SlurpRecord:
+        return self.records[i]
+
+
+def train_nlu(nlu: NluModel, labels: NluLabels, train_records, val_records, cfg: TrainConfig, on_metrics: MetricsFn = None, head_lr_factor: float = 10.0) -> TrainResult:
+    """Gold text -> scenario, action, tags; the heads learn faster than the pre-trained encoder."""
+    tokenizer = load_tokenizer()
+
+    def batchify(records):
+        return batch_from_records(tokenizer, records, labels)
+
+    def loss(model, b):
+        inputs, targets = b
+        return nlu_loss(model(**inputs), targets)
+
+    def val(model, b):
+        return {"val_loss": loss(model, b)}
+
+    optimizer = lambda m: torch.optim.AdamW(param_groups(m, cfg.lr, cfg.lr * head_lr_factor))  # noqa: E731
+    return train(nlu, loss, RecordDataset(train_records), cfg, collate_fn=batchify, val_fn=_val(RecordDataset(val_records), val, cfg, batchify), on_metrics=on_metrics, optimizer=optimizer)
+
+
+def bridge_targets(cascade: Cascade, words: Sequence[Sequence[str]], meta: Sequence[dict], tokenizer, width: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """What MiniLM would have embedded for each hypothesised word: the mean word-piece embedding
+    of the aligned reference word. (B, W, 384) targets and a (B, W) mask (inserted words: no target)."""
+    table = cascade.nlu.encoder.embeddings.word_embeddings.weight.detach()  # (vocab, 384)
+    targets = table.new_zeros(len(words), width, table.shape[1])
+    mask = torch.zeros(len(words), width, dtype=torch.bool)
+    for b, (hyp, m) in enumerate(zip(words, meta)):
+        ref = split_words(m["text"])
+        for w, j in enumerate(align_words(hyp, ref)):
+            if j is not None and w < width:
+                ids = tokenizer(ref[j], add_special_tokens=False)["input_ids"]
+                if ids:
+                    targets[b, w] = table[ids].mean(0)
+                    mask[b, w] = True
+    return targets, mask.to(table.device)
+
+
+def train_bridge(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None, audio: str = "clean") -> TrainResult:
+    """Teach the bridge to map pooled ASR states to MiniLM's input embedding of the spoken word
+    (self-supervised: transcripts only, no SLU labels). Only the bridge trains."""
+    tokenizer = load_tokenizer()
+    for name, p in cascade.named_parameters():
+        p.requires_grad = name.startswith("bridge.")
+
+    def loss(model, b):
+        with torch.no_grad():
+            asr_out = model.asr(b[audio], b["lengths"])
+            from components.models.asr import greedy_paths
+            from components.models.cascade import hypothesis_words
+
+            hyps = [hypothesis_words(p, model.asr.vocab) for p in greedy_paths(asr_out["logits"], asr_out["lengths"])]
+            pooled, _ = pool_words(asr_out["states"], [[(a, z) for _, a, z in h] for h in hyps])
+        target, mask = bridge_targets(model, [[w for w, _, _ in h] for h in hyps], b["meta"], tokenizer, pooled.shape[1])
+        if not mask.any():
+            return (model.bridge.weight * 0).sum()
+        diff = (model.bridge(pooled) - target)[mask]
+        return (diff**2).mean() / target[mask].pow(2).mean()  # relative MSE
+
+    def val(model, b):
+        return {"val_loss": loss(model, b)}
+
+    try:
+        return train(cascade, loss, train_ds, cfg, collate_fn=collate, val_fn=_val(val_ds, val, cfg), on_metrics=on_metrics)
+    finally:
+        for p in cascade.parameters():
+            p.requires_grad = True
+
+
+def finetune_cascade(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None, weights: dict | None = None) -> TrainResult:
+    """Full fine-tuning on the target domain: every parameter, NLU loss plus CTC and SE terms."""
+
+    def loss(model, b):
+        return cascade_loss(model, b, weights)
+
+    def val(model, b):
+        total, parts = cascade_loss(model, b, weights)
+        return {"val_loss": total, **{f"val_{k}": v for k, v in parts.items()}}
+
+    return train(cascade, loss, train_ds, cfg, collate_fn=collate, val_fn=_val(val_ds, val, cfg), on_metrics=on_metrics)
+
+
+# --------------------------------------------------------------------------- evaluation
+
+
+def gold_of(meta: dict) -> Prediction:
+    return Prediction(meta["utt_id"], meta["scenario"], meta["action"], tuple(Entity(e["type"], e["filler"]) for e in meta["entities"]), int(meta["slurp_id"]))
+
+
+@torch.no_grad()
+def evaluate_cascade(cascade: Cascade, ds: SpeechDataset, mode: str = "e2e", batch_size: int = 16, device: str = "auto") -> tuple[dict, list[tuple[Prediction, str]]]:
+    """WER/CER of the transcripts and SLURP's SLU metrics on ds; returns (metrics, [(prediction, transcript)])."""
+    dev = resolve_device(device)
+    cascade = cascade.to(dev).eval()
+    tokenizer = load_tokenizer() if mode == "text" else None
+    results, golds, refs = [], [], []
+    for b in DataLoader(ds, batch_size=batch_size, collate_fn=collate):
+        results += cascade.predict(b["noisy"].to(dev), b["lengths"].to(dev), b["meta"], mode=mode, tokenizer=tokenizer)
+        golds += [gold_of(m) for m in b["meta"]]
+        refs += [m["text"] for m in b["meta"]]
+    hyps = [t for _, t in results]
+    metrics = {"wer": wer(refs, hyps), "cer": cer(refs, hyps)}
+    metrics |= slu_metrics(align(golds, [p for p, _ in results]))
+    return metrics, results

@@ -1,0 +1,29 @@
+"""ZenML materializer for the cascade: safetensors weights + a JSON config, never a pickle."""
+
+from typing import Any, Type
+
+from zenml.enums import ArtifactType
+from zenml.materializers.base_materializer import BaseMaterializer
+from zenml.utils import io_utils
+
+from components.metrics.params import count_parameters
+from components.models.cascade import Cascade, load_cascade, save_cascade
+
+
+class CascadeMaterializer(BaseMaterializer):
+    ASSOCIATED_TYPES = (Cascade,)
+    ASSOCIATED_ARTIFACT_TYPE = ArtifactType.MODEL
+
+    def save(self, data: Cascade) -> None:
+        with self.get_temporary_directory(delete_at_exit=True) as tmp:
+            save_cascade(data, tmp)
+            io_utils.copy_dir(tmp, self.uri)
+
+    def load(self, data_type: Type[Any]) -> Cascade:
+        with self.get_temporary_directory(delete_at_exit=True) as tmp:
+            io_utils.copy_dir(self.uri, tmp)
+            return load_cascade(tmp)
+
+    def extract_metadata(self, data: Cascade) -> dict:
+        counts = count_parameters(data)
+        return {"parameters": counts["total"], **{f"parameters_{k}": v["total"] for k, v in counts["per_module"].items()}}
