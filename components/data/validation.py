@@ -31,6 +31,9 @@ import soundfile as sf
 from components.data.manifest import read_manifest, resolve_audio
 from components.data.splits import SPLITS
 
+# GX logs every registration at DEBUG while importing; under ZenML's root logger that is hundreds of lines.
+logging.getLogger("great_expectations").setLevel(logging.WARNING)
+
 DEFAULT_LABELS = Path(__file__).parent / "sample" / "labels.json"
 LABEL_KEYS = ("scenarios", "actions", "intents", "entity_types")
 NUMERIC_COLUMNS = ("slurp_id", "duration", "sample_rate", "snr", "snr_measured")
@@ -416,9 +419,6 @@ def _working_frame(df: pd.DataFrame, manifest_path: Path, check_audio: bool, wor
 
 def _gx_context():
     import great_expectations as gx
-
-    # GX logs every registration at DEBUG; under ZenML's root logger that is hundreds of lines.
-    logging.getLogger("great_expectations").setLevel(logging.WARNING)
     from great_expectations.data_context.types.base import (
         DataContextConfig,
         InMemoryStoreBackendDefaults,
