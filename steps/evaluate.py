@@ -1,0 +1,33 @@
+import json
+from pathlib import Path
+from typing import Annotated, Tuple
+
+import pandas as pd
+from zenml import log_metadata, step
+
+from components.data.dataset import SpeechDataset
+from components.metrics.params import count_parameters
+from components.models.cascade import Cascade
+from components.training.recipes import evaluate_cascade
+from steps.materializers import CascadeMaterializer  # noqa: F401  (registers the materializer for Cascade)
+
+
+@step
+def evaluate(
+    cascade: Cascade, test: pd.DataFrame, manifest_path: str, system: str, mode: str = "e2e", trained_modules: Tuple[str, ...] = ()
+) -> Tuple[Annotated[dict, "metrics"], Annotated[str, "predictions"]]:
+    """WER/CER and SLURP metrics on the test split; predictions as SLURP-format jsonl (with transcripts).
+
+    trained_modules: the cascade modules the system trained on the target domain (for the
+    trainable-parameter count: none for frozen, all four for full fine-tuning).
+    """
+    metrics, results = evaluate_cascade(cascade, SpeechDataset(test, Path(manifest_path).parent), mode=mode)
+    counts = count_parameters(cascade)
+    trainable = sum(counts["per_module"][m]["total"] for m in trained_modules if m in counts["per_module"])
+    metrics = {"system": system, "mode": mode, **metrics, "trainable_parameters": trainable, "total_parameters": counts["total"]}
+    log_metadata({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
+    lines = [
+        json.dumps({"file": p.file, "slurp_id": p.slurp_id, "scenario": p.scenario, "action": p.action, "entities": [{"type": e.type, "filler": e.filler} for e in p.entities], "transcript": t})
+        for p, t in results
+    ]
+    return metrics, "\n".join(lines) + "\n"
