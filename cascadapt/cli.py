@@ -1,4 +1,7 @@
-"""The `cascadapt` command line. `synth` and `validate` are a public contract: keep names and flags stable."""
+"""The `cascadapt` command line (the application layer: components, plus ZenML where a model is named by version).
+
+`synth`, `validate`, `predict` and `score` are a public contract: keep names and flags stable.
+"""
 
 from __future__ import annotations
 
@@ -86,6 +89,61 @@ def validate(manifest, labels, report, no_audio, allow_unlabelled) -> None:
     click.echo(result.format_failures())
     click.echo(f"{manifest}: {len(result.failures)} problem(s) in {result.n_rows} rows", err=True)
     sys.exit(1)
+
+
+def _load_model(spec: str):
+    """A cascade from a saved directory (cascade.json + cascade.safetensors), or from a ZenML model
+    version named ``model[:version]`` (its finetuned_cascade, else its pretrained_cascade)."""
+    from components.models.cascade import load_cascade
+
+    if Path(spec).exists():
+        return load_cascade(spec)
+    from zenml.client import Client
+
+    name, _, version = spec.partition(":")
+    mv = Client().get_model_version(name, version or None)
+    for artifact_name in ("finetuned_cascade", "pretrained_cascade"):
+        artifact = mv.get_artifact(artifact_name)
+        if artifact is not None:
+            return load_cascade(artifact.uri)
+    raise click.ClickException(f"model version {name}:{mv.number} has no finetuned_cascade or pretrained_cascade artifact")
+
+
+@main.command()
+@click.option("--model", "model_spec", required=True, help="A saved cascade directory, or a ZenML model version: NAME[:VERSION] (e.g. cascadapt_baselines:latest).")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False), required=True, help="Corpus manifest; its noisy audio is decoded.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="predictions.jsonl (SLURP evaluation format + slurp_id + transcript).")
+@click.option("--split", type=click.Choice(["train", "nas_val", "test", "all"]), default="all", show_default=True)
+@click.option("--mode", type=click.Choice(["e2e", "text"]), default="e2e", show_default=True, help="e2e: through the bridge; text: ASR 1-best text into the NLU.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
+def predict(model_spec, manifest, out, split, mode, batch_size) -> None:
+    """Transcribe and understand every utterance of MANIFEST; one line a recording."""
+    import json
+
+    from torch.utils.data import DataLoader
+    from tqdm.auto import tqdm
+
+    from components.data.atomic import atomic_write_text
+    from components.data.dataset import SpeechDataset, collate
+    from components.data.manifest import ManifestError, read_manifest
+    from components.models.nlu import load_tokenizer
+
+    try:
+        df = read_manifest(manifest)
+    except ManifestError as e:
+        raise click.ClickException(str(e)) from None
+    if split != "all":
+        df = df[df["split"] == split]
+    model = _load_model(model_spec)
+    tokenizer = load_tokenizer() if mode == "text" else None
+    lines = []
+    loader = DataLoader(SpeechDataset(df, Path(manifest).parent), batch_size=batch_size, collate_fn=collate)
+    for batch in tqdm(loader, desc="predict", unit="batch"):
+        for pred, transcript in model.predict(batch["noisy"], batch["lengths"], batch["meta"], mode=mode, tokenizer=tokenizer):
+            entities = [{"type": e.type, "filler": e.filler} for e in pred.entities]
+            lines.append(json.dumps({"file": pred.file, "slurp_id": pred.slurp_id, "scenario": pred.scenario, "action": pred.action, "entities": entities, "transcript": transcript}))
+    atomic_write_text(Path(out), "".join(line + "\n" for line in lines))
+    click.echo(f"wrote {len(lines)} predictions to {out}")
 
 
 @main.command()
