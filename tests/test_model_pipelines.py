@@ -1,0 +1,93 @@
+"""Pre-training and the baselines as real ZenML runs (isolated store), then predict + score on the result."""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+from components.data import versioning
+from tests.conftest import REPO, SAMPLE
+
+BIN = os.path.dirname(sys.executable)
+
+COMMON = """
+  corpus_name: tiny
+  voices: flite:slt,espeak-ng:en-us
+  limit: 40
+  data_root: {root}
+"""
+PRETRAIN = """
+parameters:
+  source_text: {sample}
+  nlu_slurp_jsonl: {sample}
+  checkpoint_dir: {tmp}/ckpt
+  asr: {{d_model: 64, heads: 4, ffn: 128, layers: 1, conv_kernel: 15}}
+  se: {{hidden: 32, layers: 1}}
+  se_train: {{max_epochs: 1, batch_size: 8, progress: false}}
+  asr_train: {{max_epochs: 1, batch_size: 8, progress: false}}
+  nlu_train: {{max_epochs: 1, batch_size: 16, lr: 0.00005, progress: false}}
+  bridge_train: {{max_epochs: 1, batch_size: 8, progress: false}}
+"""
+BASELINES = """
+parameters:
+  target_slurp_jsonl: {sample}
+  finetune_train: {{max_epochs: 1, batch_size: 8, lr: 0.0002, progress: false}}
+"""
+
+INSPECT = textwrap.dedent(
+    """
+    import json, sys
+    from zenml.client import Client
+    c = Client()
+    backbones = c.get_model_version("cascadapt_backbones", None)
+    baselines = c.get_model_version("cascadapt_baselines", None)
+    run = c.list_pipeline_runs(pipeline_name="baseline_pipeline", size=1, sort_by="desc:created").items[0]
+    table = run.steps["results_table"].outputs["results"][0].load()
+    json.dump({
+        "backbone_artifact": backbones.get_artifact("pretrained_cascade") is not None,
+        "finetuned_artifact": baselines.get_artifact("finetuned_cascade") is not None,
+        "rows": table.to_dict("records"),
+        "input_backbone": str(run.steps["evaluate_frozen"].inputs["cascade"][0].id),
+        "backbone_id": str(backbones.get_artifact("pretrained_cascade").id),
+    }, sys.stdout)
+    """
+)
+
+
+def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
+    root = tmp_path / "project"
+    root.mkdir()
+    subprocess.run(["git", "init", "-q"], cwd=root, check=True)
+    versioning.dvc(root, "init", "-q")
+    versioning.dvc(root, "remote", "add", "-d", "local", str(tmp_path / "remote"))
+    env = {**os.environ, "ZENML_CONFIG_PATH": str(tmp_path / "zenml"), "ZENML_ANALYTICS_OPT_IN": "false"}
+    for name, body in (("pretrain", PRETRAIN), ("baseline", BASELINES)):
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(body.format(sample=SAMPLE, tmp=tmp_path) + COMMON.format(root=root))
+        proc = subprocess.run([f"{BIN}/zenml", "pipeline", "run", f"pipelines.{name}_pipeline.{name}_pipeline", "-c", str(config)], cwd=REPO, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    proc = subprocess.run([sys.executable, "-c", INSPECT], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout)
+    assert found["backbone_artifact"] and found["finetuned_artifact"]
+    assert found["input_backbone"] == found["backbone_id"]  # lineage: the baselines used that exact backbone
+    rows = {(r["system"], r["mode"]): r for r in found["rows"]}
+    assert set(rows) == {("frozen", "e2e"), ("frozen", "text"), ("full_finetuning", "e2e"), ("full_finetuning", "text")}
+    assert rows[("frozen", "e2e")]["trainable_parameters"] == 0
+    assert rows[("full_finetuning", "e2e")]["trainable_parameters"] == rows[("full_finetuning", "e2e")]["total_parameters"] > 20_000_000
+    for r in rows.values():
+        assert 0 <= r["intent_acc"] <= 1 and r["n"] > 0
+
+    # the public commands on the fine-tuned model version
+    out = tmp_path / "predictions.jsonl"
+    manifest = root / "data/tiny/manifest.jsonl"
+    proc = subprocess.run([f"{BIN}/cascadapt", "predict", "--model", "cascadapt_baselines", "--manifest", str(manifest), "--split", "test", "--out", str(out)], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines and all(set(line) == {"file", "slurp_id", "scenario", "action", "entities", "transcript"} for line in lines)
+    proc = subprocess.run([f"{BIN}/cascadapt", "score", "--gold", str(SAMPLE), "--predictions", str(out), "--allow-missing"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    scores = json.loads(proc.stdout)
+    assert scores["n"] == len(lines) and {"wer", "cer", "intent_acc", "slu_f1", "nlu_cer"} <= set(scores)
