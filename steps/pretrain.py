@@ -2,7 +2,8 @@
 
 Each step trains one module of the cascade it is given and passes the cascade
 on, so the dashboard shows cascade_init -> +SE -> +ASR -> +NLU -> +bridge.
-Checkpoints go to <checkpoint_dir>/<module>: a killed run resumes exactly.
+Checkpoints go to <checkpoint_dir>/<module>/<input artifact id>: a killed run,
+started again, resumes exactly (the steps before it come from the cache).
 """
 
 from pathlib import Path
@@ -10,7 +11,7 @@ from typing import Annotated, Callable, Optional, Tuple
 
 import pandas as pd
 import torch
-from zenml import ArtifactConfig, log_metadata, step
+from zenml import ArtifactConfig, get_step_context, log_metadata, step
 from zenml.enums import ArtifactType
 from zenml.types import HTMLString
 
@@ -27,8 +28,17 @@ from components.training.loop import TrainConfig, TrainResult
 from steps.materializers import CascadeMaterializer  # noqa: F401  (registers the materializer for Cascade)
 
 
+def checkpoint_folder(checkpoint_dir: Optional[str], module: str) -> Optional[str]:
+    """<checkpoint_dir>/<module>/<input cascade artifact id>: a re-run of the same step on the same
+    input resumes; another input (other backbone, other config upstream) never picks it up."""
+    if not checkpoint_dir:
+        return None
+    source = get_step_context().inputs["cascade"][0].id
+    return str(Path(checkpoint_dir) / module / str(source)[:13])
+
+
 def _config(train_config: dict, checkpoint_dir: Optional[str], module: str) -> TrainConfig:
-    return TrainConfig(**{**train_config, "checkpoint_dir": str(Path(checkpoint_dir) / module) if checkpoint_dir else None})
+    return TrainConfig(**{**train_config, "checkpoint_dir": checkpoint_folder(checkpoint_dir, module)})
 
 
 def _train(module: str, run: Callable[[Callable[[dict], None]], TrainResult]) -> HTMLString:
