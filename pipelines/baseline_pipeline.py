@@ -4,7 +4,7 @@ from zenml import Model, pipeline
 
 from steps.backbones import backbone_artifact
 from steps.data_version import tracked_data_version
-from steps.evaluate import evaluate
+from steps.evaluate import evaluate, evaluate_pocketsphinx
 from steps.finetune import finetune_full
 from steps.ingest import ingest
 from steps.results import results_table
@@ -27,8 +27,10 @@ def baseline_pipeline(
     backbone_version: str = "latest",
     loss_weights: Optional[dict] = None,
     checkpoint_dir: Optional[str] = None,
+    with_pocketsphinx: bool = True,
 ) -> None:
-    """target corpus -> frozen and fully fine-tuned cascades (end-to-end and text modes) -> results table."""
+    """target corpus -> frozen and fully fine-tuned cascades (end-to-end and text modes), and pocketsphinx
+    feeding the frozen NLU -> results table."""
     md5 = tracked_data_version(data_root=data_root)
     manifest, manifest_path, _ = ingest(md5, slurp_jsonl=target_slurp_jsonl, corpus_name=corpus_name, data_root=data_root, voices=voices, snrs=snrs, limit=limit, seed=seed)
     _, summary = validate_corpus(manifest_path)
@@ -40,4 +42,5 @@ def baseline_pipeline(
     tuned, _ = finetune_full(backbone, train, nas_val, manifest_path, train_config=finetune_train, loss_weights=loss_weights, checkpoint_dir=checkpoint_dir)
     full, _ = evaluate(tuned, test, manifest_path, system="full_finetuning", mode="e2e", trained_modules=ALL, id="evaluate_full")
     full_text, _ = evaluate(tuned, test, manifest_path, system="full_finetuning", mode="text", trained_modules=ALL, id="evaluate_full_text")
-    results_table(frozen, frozen_text, full, full_text)
+    external = evaluate_pocketsphinx(backbone, test, manifest_path) if with_pocketsphinx else None
+    results_table(frozen, frozen_text, full, full_text, external)

@@ -8,7 +8,7 @@ from zenml import log_metadata, step
 from components.data.dataset import SpeechDataset
 from components.metrics.params import count_parameters
 from components.models.cascade import Cascade
-from components.training.recipes import evaluate_cascade
+from components.training.recipes import evaluate_cascade, evaluate_external_asr
 from steps.materializers import CascadeMaterializer  # noqa: F401  (registers the materializer for Cascade)
 
 
@@ -31,3 +31,16 @@ def evaluate(
         for p, t in results
     ]
     return metrics, "\n".join(lines) + "\n"
+
+
+@step
+def evaluate_pocketsphinx(nlu_source: Cascade, test: pd.DataFrame, manifest_path: str) -> Annotated[dict, "pocketsphinx_metrics"]:
+    """The recogniser a user would otherwise pick: pocketsphinx's pre-trained US English model on the
+    noisy test audio, its text into the (frozen) NLU of nlu_source. Nothing is trained."""
+    from components.models.pocketsphinx_asr import PocketSphinxASR
+
+    asr = PocketSphinxASR()
+    metrics, _ = evaluate_external_asr(asr.transcribe_batch, nlu_source, SpeechDataset(test, Path(manifest_path).parent))
+    metrics = {"system": "pocketsphinx", "mode": "text", **metrics, "trainable_parameters": 0, "total_parameters": count_parameters(nlu_source.nlu)["total"]}
+    log_metadata({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
+    return metrics

@@ -74,7 +74,8 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     assert found["backbone_artifact"] and found["finetuned_artifact"]
     assert found["input_backbone"] == found["backbone_id"]  # lineage: the baselines used that exact backbone
     rows = {(r["system"], r["mode"]): r for r in found["rows"]}
-    assert set(rows) == {("frozen", "e2e"), ("frozen", "text"), ("full_finetuning", "e2e"), ("full_finetuning", "text")}
+    assert set(rows) == {("frozen", "e2e"), ("frozen", "text"), ("full_finetuning", "e2e"), ("full_finetuning", "text"), ("pocketsphinx", "text")}
+    assert rows[("pocketsphinx", "text")]["n"] == rows[("frozen", "e2e")]["n"]  # the same test utterances
     assert rows[("frozen", "e2e")]["trainable_parameters"] == 0
     assert rows[("full_finetuning", "e2e")]["trainable_parameters"] == rows[("full_finetuning", "e2e")]["total_parameters"] > 20_000_000
     for r in rows.values():

@@ -134,14 +134,19 @@ class Cascade(nn.Module):
         self.se, self.asr, self.nlu, self.labels = se, asr, nlu, labels
         self.bridge = nn.Linear(asr.cfg.d_model, HIDDEN)
 
-    def forward(self, noisy: torch.Tensor, lengths: torch.Tensor) -> dict:
-        """noisy (B, L) -> {enhanced, asr: {...}, words: B lists of str, nlu: {...}}."""
+    def transcribe(self, noisy: torch.Tensor, lengths: torch.Tensor) -> dict:
+        """SE and ASR only: {enhanced, asr: {...}, hyps: B lists of (word, start, end)}."""
         enhanced = self.se(noisy) if self.se is not None else noisy
         asr_out = self.asr(enhanced, lengths)
         hyps = [hypothesis_words(p, self.asr.vocab) for p in greedy_paths(asr_out["logits"].detach(), asr_out["lengths"])]
-        pooled, word_mask = pool_words(asr_out["states"], [[(a, b) for _, a, b in h] for h in hyps])
+        return {"enhanced": enhanced, "asr": asr_out, "hyps": hyps}
+
+    def forward(self, noisy: torch.Tensor, lengths: torch.Tensor) -> dict:
+        """noisy (B, L) -> {enhanced, asr: {...}, words: B lists of str, nlu: {...}}."""
+        out = self.transcribe(noisy, lengths)
+        pooled, word_mask = pool_words(out["asr"]["states"], [[(a, b) for _, a, b in h] for h in out["hyps"]])
         nlu_out = self.nlu(inputs_embeds=self.bridge(pooled), word_mask=word_mask, add_special_tokens=True)
-        return {"enhanced": enhanced, "asr": asr_out, "words": [[w for w, _, _ in h] for h in hyps], "nlu": nlu_out}
+        return {"enhanced": out["enhanced"], "asr": out["asr"], "words": [[w for w, _, _ in h] for h in out["hyps"]], "nlu": nlu_out}
 
     def nlu_targets(self, words: Sequence[Sequence[str]], meta: Sequence[dict], width: int) -> dict:
         """Targets for the hypothesised words: gold scenario/action, gold tags aligned onto the words."""
@@ -162,15 +167,15 @@ class Cascade(nn.Module):
     @torch.no_grad()
     def predict(self, noisy: torch.Tensor, lengths: torch.Tensor, meta: Sequence[dict], mode: str = "e2e", tokenizer=None) -> list[tuple[Prediction, str]]:
         """(SLURP prediction, transcript) per utterance. mode "e2e" (through the bridge) or "text" (1-best text -> NLU)."""
-        out = self(noisy, lengths)
-        words = out["words"]
         if mode == "text":
             if tokenizer is None:
                 raise ValueError("mode 'text' needs the NLU tokenizer")
+            words = [[w for w, _, _ in h] for h in self.transcribe(noisy, lengths)["hyps"]]
             enc = encode_texts(tokenizer, [w or ["<empty>"] for w in words])
             nlu_out = self.nlu(**{k: v.to(noisy.device) for k, v in enc.items()})
         elif mode == "e2e":
-            nlu_out = out["nlu"]
+            out = self(noisy, lengths)
+            words, nlu_out = out["words"], out["nlu"]
         else:
             raise ValueError(f"unknown cascade mode {mode!r}; use 'e2e' or 'text'")
         decoded = decode(nlu_out, [w or ["<empty>"] for w in words], self.labels)

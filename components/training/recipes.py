@@ -14,7 +14,7 @@ from components.metrics.asr import cer, wer
 from components.metrics.slu import align, slu_metrics
 from components.models.asr import ConformerCTC, ctc_loss
 from components.models.cascade import Cascade, align_words, cascade_loss, pool_words
-from components.models.nlu import NluLabels, NluModel, batch_from_records, load_tokenizer, nlu_loss, param_groups, split_words
+from components.models.nlu import NluLabels, NluModel, batch_from_records, decode, encode_texts, load_tokenizer, nlu_loss, param_groups, split_words
 from components.models.se import MaskEnhancer, se_loss, si_snr
 from components.training.loop import TrainConfig, TrainResult, resolve_device, to_device, train
 
@@ -113,7 +113,7 @@ def bridge_targets(cascade: Cascade, words: Sequence[Sequence[str]], meta: Seque
     return targets, mask.to(table.device)
 
 
-def train_bridge(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None, audio: str = "clean") -> TrainResult:
+def train_bridge(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None) -> TrainResult:
     """Teach the bridge to map pooled ASR states to MiniLM's input embedding of the spoken word
     (self-supervised: transcripts only, no SLU labels). Only the bridge trains."""
     tokenizer = load_tokenizer()
@@ -121,13 +121,10 @@ def train_bridge(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDatase
         p.requires_grad = name.startswith("bridge.")
 
     def loss(model, b):
-        with torch.no_grad():
-            asr_out = model.asr(b[audio], b["lengths"])
-            from components.models.asr import greedy_paths
-            from components.models.cascade import hypothesis_words
-
-            hyps = [hypothesis_words(p, model.asr.vocab) for p in greedy_paths(asr_out["logits"], asr_out["lengths"])]
-            pooled, _ = pool_words(asr_out["states"], [[(a, z) for _, a, z in h] for h in hyps])
+        with torch.no_grad():  # SE + ASR on the noisy audio, as at inference
+            out = model.transcribe(b["noisy"], b["lengths"])
+            hyps = out["hyps"]
+            pooled, _ = pool_words(out["asr"]["states"], [[(a, z) for _, a, z in h] for h in hyps])
         target, mask = bridge_targets(model, [[w for w, _, _ in h] for h in hyps], b["meta"], tokenizer, pooled.shape[1])
         if not mask.any():
             return (model.bridge.weight * 0).sum()
@@ -175,7 +172,27 @@ def evaluate_cascade(cascade: Cascade, ds: SpeechDataset, mode: str = "e2e", bat
         results += cascade.predict(b["noisy"].to(dev), b["lengths"].to(dev), b["meta"], mode=mode, tokenizer=tokenizer)
         golds += [gold_of(m) for m in b["meta"]]
         refs += [m["text"] for m in b["meta"]]
+    return _score(golds, refs, results), results
+
+
+def _score(golds: list[Prediction], refs: list[str], results: list[tuple[Prediction, str]]) -> dict:
     hyps = [t for _, t in results]
-    metrics = {"wer": wer(refs, hyps), "cer": cer(refs, hyps)}
-    metrics |= slu_metrics(align(golds, [p for p, _ in results]))
-    return metrics, results
+    return {"wer": wer(refs, hyps), "cer": cer(refs, hyps)} | slu_metrics(align(golds, [p for p, _ in results]))
+
+
+@torch.no_grad()
+def evaluate_external_asr(transcribe: Callable[[list], list[str]], cascade: Cascade, ds: SpeechDataset, batch_size: int = 16) -> tuple[dict, list[tuple[Prediction, str]]]:
+    """An outside recogniser (e.g. pocketsphinx) on the noisy audio, its text into the cascade's NLU."""
+    tokenizer = load_tokenizer()
+    nlu = cascade.nlu.eval()
+    results, golds, refs = [], [], []
+    for b in DataLoader(ds, batch_size=batch_size, collate_fn=collate):
+        waves = [w[:n].numpy() for w, n in zip(b["noisy"], b["lengths"].tolist())]
+        texts = transcribe(waves)
+        words = [split_words(t) or ["<empty>"] for t in texts]
+        decoded = decode(nlu(**encode_texts(tokenizer, words)), words, cascade.labels)
+        for (scenario, action, entities), text, m in zip(decoded, texts, b["meta"]):
+            results.append((Prediction(m["utt_id"], scenario, action, tuple(entities), int(m["slurp_id"])), text))
+        golds += [gold_of(m) for m in b["meta"]]
+        refs += [m["text"] for m in b["meta"]]
+    return _score(golds, refs, results), results
