@@ -28,6 +28,7 @@ def baseline_pipeline(
     loss_weights: Optional[dict] = None,
     checkpoint_dir: Optional[str] = None,
     with_pocketsphinx: bool = True,
+    lm_text: Optional[str] = None,
 ) -> None:
     """target corpus -> frozen and fully fine-tuned cascades (end-to-end and text modes), and pocketsphinx
     feeding the frozen NLU -> results table."""
@@ -42,5 +43,6 @@ def baseline_pipeline(
     tuned, _ = finetune_full(backbone, train, nas_val, manifest_path, train_config=finetune_train, loss_weights=loss_weights, checkpoint_dir=checkpoint_dir)
     full, _ = evaluate(tuned, test, manifest_path, system="full_finetuning", mode="e2e", trained_modules=ALL, id="evaluate_full")
     full_text, _ = evaluate(tuned, test, manifest_path, system="full_finetuning", mode="text", trained_modules=ALL, id="evaluate_full_text")
+    full_beam = evaluate(tuned, test, manifest_path, system="full_finetuning", trained_modules=ALL, lm_text=lm_text, id="evaluate_full_beam")[0] if lm_text else None
     external = evaluate_pocketsphinx(backbone, test, manifest_path) if with_pocketsphinx else None
-    results_table(frozen, frozen_text, full, full_text, external)
+    results_table(frozen, frozen_text, full, full_text, external, full_beam)

@@ -1,6 +1,6 @@
 import json
 from pathlib import Path
-from typing import Annotated, Tuple
+from typing import Annotated, Optional, Tuple
 
 import pandas as pd
 from zenml import log_metadata, step
@@ -14,14 +14,29 @@ from steps.materializers import CascadeMaterializer  # noqa: F401  (registers th
 
 @step
 def evaluate(
-    cascade: Cascade, test: pd.DataFrame, manifest_path: str, system: str, mode: str = "e2e", trained_modules: Tuple[str, ...] = ()
+    cascade: Cascade,
+    test: pd.DataFrame,
+    manifest_path: str,
+    system: str,
+    mode: str = "e2e",
+    trained_modules: Tuple[str, ...] = (),
+    lm_text: Optional[str] = None,
 ) -> Tuple[Annotated[dict, "metrics"], Annotated[str, "predictions"]]:
     """WER/CER and SLURP metrics on the test split; predictions as SLURP-format jsonl (with transcripts).
 
     trained_modules: the cascade modules the system trained on the target domain (for the
     trainable-parameter count: none for frozen, all four for full fine-tuning).
+    lm_text: sentences (SLURP's lm.txt) for a lexicon + trigram LM beam search (text mode only).
     """
-    metrics, results = evaluate_cascade(cascade, SpeechDataset(test, Path(manifest_path).parent), mode=mode)
+    beam = None
+    if lm_text:
+        from components.models.beam import from_text
+
+        beam = from_text(Path(lm_text).read_text().splitlines())
+        mode = "text"
+    metrics, results = evaluate_cascade(cascade, SpeechDataset(test, Path(manifest_path).parent), mode=mode, beam=beam)
+    if beam is not None:
+        mode = "text+beam"
     counts = count_parameters(cascade)
     trainable = sum(counts["per_module"][m]["total"] for m in trained_modules if m in counts["per_module"])
     metrics = {"system": system, "mode": mode, **metrics, "trainable_parameters": trainable, "total_parameters": counts["total"]}

@@ -14,9 +14,10 @@ def results_table(
     full: dict,
     full_text: dict,
     pocketsphinx: Optional[dict] = None,
+    full_beam: Optional[dict] = None,
 ) -> Tuple[Annotated[pd.DataFrame, "results"], Annotated[HTMLString, "results_table"]]:
     """One row a system, rates x100 in the HTML view; the frame keeps fractions."""
-    rows = [r for r in (frozen, frozen_text, full, full_text, pocketsphinx) if r]
+    rows = [r for r in (frozen, frozen_text, full, full_text, full_beam, pocketsphinx) if r]
     df = pd.DataFrame(rows).reindex(columns=COLUMNS)
     shown = df.copy()
     for col in ("wer", "cer", "scenario_acc", "action_acc", "intent_acc", "entity_f1", "slu_f1", "nlu_cer"):

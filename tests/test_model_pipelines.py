@@ -32,6 +32,7 @@ parameters:
 BASELINES = """
 parameters:
   target_slurp_jsonl: {sample}
+  lm_text: {tmp}/lm.txt
   finetune_train: {{max_epochs: 1, batch_size: 8, lr: 0.0002, progress: false}}
 """
 
@@ -61,6 +62,7 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=root, check=True)
     versioning.dvc(root, "init", "-q")
     versioning.dvc(root, "remote", "add", "-d", "local", str(tmp_path / "remote"))
+    (tmp_path / "lm.txt").write_text("".join(json.loads(line)["sentence"] + "\n" for line in SAMPLE.read_text().splitlines()))
     env = {**os.environ, "ZENML_CONFIG_PATH": str(tmp_path / "zenml"), "ZENML_ANALYTICS_OPT_IN": "false"}
     for name, body in (("pretrain", PRETRAIN), ("baseline", BASELINES)):
         config = tmp_path / f"{name}.yaml"
@@ -74,7 +76,7 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     assert found["backbone_artifact"] and found["finetuned_artifact"]
     assert found["input_backbone"] == found["backbone_id"]  # lineage: the baselines used that exact backbone
     rows = {(r["system"], r["mode"]): r for r in found["rows"]}
-    assert set(rows) == {("frozen", "e2e"), ("frozen", "text"), ("full_finetuning", "e2e"), ("full_finetuning", "text"), ("pocketsphinx", "text")}
+    assert set(rows) == {("frozen", "e2e"), ("frozen", "text"), ("full_finetuning", "e2e"), ("full_finetuning", "text"), ("full_finetuning", "text+beam"), ("pocketsphinx", "text")}
     assert rows[("pocketsphinx", "text")]["n"] == rows[("frozen", "e2e")]["n"]  # the same test utterances
     assert rows[("frozen", "e2e")]["trainable_parameters"] == 0
     assert rows[("full_finetuning", "e2e")]["trainable_parameters"] == rows[("full_finetuning", "e2e")]["total_parameters"] > 20_000_000

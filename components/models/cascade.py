@@ -165,12 +165,20 @@ class Cascade(nn.Module):
         }
 
     @torch.no_grad()
-    def predict(self, noisy: torch.Tensor, lengths: torch.Tensor, meta: Sequence[dict], mode: str = "e2e", tokenizer=None) -> list[tuple[Prediction, str]]:
-        """(SLURP prediction, transcript) per utterance. mode "e2e" (through the bridge) or "text" (1-best text -> NLU)."""
+    def predict(self, noisy: torch.Tensor, lengths: torch.Tensor, meta: Sequence[dict], mode: str = "e2e", tokenizer=None, beam=None) -> list[tuple[Prediction, str]]:
+        """(SLURP prediction, transcript) per utterance. mode "e2e" (through the bridge) or "text" (1-best text -> NLU).
+
+        beam: a components.models.beam.BeamDecoder for the text mode's transcripts (e2e needs the
+        greedy path's word spans).
+        """
         if mode == "text":
             if tokenizer is None:
                 raise ValueError("mode 'text' needs the NLU tokenizer")
-            words = [[w for w, _, _ in h] for h in self.transcribe(noisy, lengths)["hyps"]]
+            out = self.transcribe(noisy, lengths)
+            if beam is not None:
+                words = [split_words(t) for t in beam.decode(out["asr"])]
+            else:
+                words = [[w for w, _, _ in h] for h in out["hyps"]]
             enc = encode_texts(tokenizer, [w or ["<empty>"] for w in words])
             nlu_out = self.nlu(**{k: v.to(noisy.device) for k, v in enc.items()})
         elif mode == "e2e":

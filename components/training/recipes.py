@@ -162,14 +162,16 @@ def gold_of(meta: dict) -> Prediction:
 
 
 @torch.no_grad()
-def evaluate_cascade(cascade: Cascade, ds: SpeechDataset, mode: str = "e2e", batch_size: int = 16, device: str = "auto") -> tuple[dict, list[tuple[Prediction, str]]]:
-    """WER/CER of the transcripts and SLURP's SLU metrics on ds; returns (metrics, [(prediction, transcript)])."""
+def evaluate_cascade(cascade: Cascade, ds: SpeechDataset, mode: str = "e2e", batch_size: int = 16, device: str = "auto", beam=None) -> tuple[dict, list[tuple[Prediction, str]]]:
+    """WER/CER of the transcripts and SLURP's SLU metrics on ds; returns (metrics, [(prediction, transcript)]).
+
+    beam: a BeamDecoder (lexicon + n-gram LM) for the text mode's transcripts."""
     dev = resolve_device(device)
     cascade = cascade.to(dev).eval()
     tokenizer = load_tokenizer() if mode == "text" else None
     results, golds, refs = [], [], []
     for b in DataLoader(ds, batch_size=batch_size, collate_fn=collate):
-        results += cascade.predict(b["noisy"].to(dev), b["lengths"].to(dev), b["meta"], mode=mode, tokenizer=tokenizer)
+        results += cascade.predict(b["noisy"].to(dev), b["lengths"].to(dev), b["meta"], mode=mode, tokenizer=tokenizer, beam=beam)
         golds += [gold_of(m) for m in b["meta"]]
         refs += [m["text"] for m in b["meta"]]
     return _score(golds, refs, results), results
