@@ -6,7 +6,6 @@ import subprocess
 import sys
 import textwrap
 
-import pytest
 
 from components.data import versioning
 from tests.conftest import REPO

@@ -6,13 +6,13 @@ move (DVC pull, another machine) without rewriting its manifest.
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 import pandas as pd
 
 from components.data.atomic import atomic_path
+from components.data.jsonl import iter_jsonl
 
 COLUMNS = {
     "utt_id": str,
@@ -59,19 +59,7 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
     if not path.is_file():
         raise ManifestError(f"{path}: no such manifest")
     if path.suffix == ".jsonl":
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for lineno, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ManifestError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-                if not isinstance(row, dict):
-                    raise ManifestError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-                rows.append(row)
-        df = pd.DataFrame(rows)
+        df = pd.DataFrame([row for _, row in iter_jsonl(path, ManifestError)])
     elif path.suffix == ".csv":
         try:
             df = pd.read_csv(path, keep_default_na=False, dtype={"utt_id": str, "text": str})

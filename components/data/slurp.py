@@ -24,9 +24,10 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable
 
 from components.data.atomic import atomic_write_text
+from components.data.jsonl import iter_jsonl
 
 
 class SlurpFormatError(ValueError):
@@ -106,18 +107,6 @@ def _parse_record(obj: dict, where: str, audio_dir: Path | None) -> SlurpRecord:
     )
 
 
-def _jsonl_objects(path: Path) -> Iterator[tuple[int, dict]]:
-    """Yield (line number, object) for every non-blank line; name file and line on bad JSON."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SlurpFormatError(f"{path}:{lineno}: malformed JSON ({e.msg} at column {e.colno})") from None
-
-
 def read_slurp(path: str | os.PathLike, audio_dir: str | os.PathLike | None = None) -> list[SlurpRecord]:
     """Read a SLURP release jsonl file.
 
@@ -127,7 +116,7 @@ def read_slurp(path: str | os.PathLike, audio_dir: str | os.PathLike | None = No
     """
     path = Path(path)
     audio = Path(audio_dir) if audio_dir is not None else None
-    return [_parse_record(obj, f"{path}:{lineno}", audio) for lineno, obj in _jsonl_objects(path)]
+    return [_parse_record(obj, f"{path}:{lineno}", audio) for lineno, obj in iter_jsonl(path, SlurpFormatError)]
 
 
 def read_text_lines(path: str | os.PathLike) -> list[SlurpRecord]:
@@ -215,7 +204,7 @@ def write_predictions(preds: Iterable[Prediction], path: str | os.PathLike) -> N
 def read_predictions(path: str | os.PathLike) -> list[Prediction]:
     path = Path(path)
     preds = []
-    for lineno, o in _jsonl_objects(path):
+    for lineno, o in iter_jsonl(path, SlurpFormatError):
         missing = [k for k in ("file", "scenario", "action", "entities") if k not in o]
         if missing:
             raise SlurpFormatError(f"{path}:{lineno}: missing field(s) {', '.join(missing)}")

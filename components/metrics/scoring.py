@@ -17,11 +17,11 @@ fields; they are scored against the gold ``sentence`` with
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
 from components.data.slurp import Entity, Prediction, SlurpFormatError, gold_prediction, read_slurp
+from components.data.jsonl import iter_jsonl
 from components.metrics.asr import cer, wer
 from components.metrics.slu import align, slu_metrics
 
@@ -29,19 +29,9 @@ __all__ = ["score_files", "read_scored_predictions", "read_transcripts"]
 
 
 def _lines(path: Path):
-    """Yield (``file:line``, object) for every non-blank line, naming file and line on bad JSON."""
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            where = f"{path}:{lineno}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SlurpFormatError(f"{where}: malformed JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(obj, dict):
-                raise SlurpFormatError(f"{where}: expected a JSON object, got {type(obj).__name__}")
-            yield where, obj
+    """Yield (``file:line``, object) for every non-blank line."""
+    for lineno, obj in iter_jsonl(path, SlurpFormatError):
+        yield f"{path}:{lineno}", obj
 
 
 def _slurp_id(obj: dict, where: str) -> int | None:

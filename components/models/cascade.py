@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from components.data.slurp import Entity, Prediction
