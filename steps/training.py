@@ -1,0 +1,38 @@
+"""What every training step shares: where its checkpoints live, and how its metrics reach ZenML."""
+
+from pathlib import Path
+from typing import Callable, Optional
+
+from zenml import get_step_context, log_metadata
+from zenml.types import HTMLString
+
+from components.training.curves import curves_html
+from components.training.loop import TrainConfig, TrainResult
+
+
+def checkpoint_folder(checkpoint_dir: Optional[str], module: str) -> Optional[str]:
+    """<checkpoint_dir>/<module>/<input cascade artifact id>: a re-run of the same step on the same
+    input resumes; another input (other backbone, other config upstream) never picks it up."""
+    if not checkpoint_dir:
+        return None
+    source = get_step_context().inputs["cascade"][0].id
+    return str(Path(checkpoint_dir) / module / str(source)[:13])
+
+
+def make_train_config(train_config: dict, checkpoint_dir: Optional[str], module: str) -> TrainConfig:
+    return TrainConfig(**{**train_config, "checkpoint_dir": checkpoint_folder(checkpoint_dir, module)})
+
+
+def train_and_log(module: str, run: Callable[[Callable[[dict], None]], TrainResult]) -> HTMLString:
+    """Run a recipe, log its epoch metrics to ZenML, and return its curves."""
+
+    def on_metrics(record: dict) -> None:
+        if "train_loss" in record:  # epoch records only; step records are too many
+            print(f"[{module}] " + ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()), flush=True)
+            log_metadata({f"{module}_last_epoch": {k: v for k, v in record.items() if isinstance(v, (int, float))}})
+
+    result = run(on_metrics)
+    log_metadata({f"{module}_epochs": len(result.history), f"{module}_best_epoch": result.best_epoch or 0, f"{module}_best_val": result.best_metric or 0.0, f"{module}_steps": result.steps})
+    return HTMLString(curves_html({module: result.history}, f"{module} training"))
+
+
