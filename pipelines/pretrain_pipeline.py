@@ -25,7 +25,7 @@ def pretrain_pipeline(
     limit: Optional[int] = None,
     seed: int = 0,
     data_root: str = ".",
-    checkpoint_dir: Optional[str] = "outputs/checkpoints/pretrain",
+    checkpoint_dir: Optional[str] = "~/.cache/cascadapt/checkpoints/pretrain",
 ) -> None:
     """source corpus -> validate -> split -> SE -> ASR -> NLU (gold text) -> bridge; a new cascadapt_backbones version."""
     md5 = tracked_data_version(data_root=data_root)

@@ -1,6 +1,9 @@
 """ZenML materializer for the cascade: safetensors weights + a JSON config, never a pickle."""
 
+import hashlib
 from typing import Any, Type
+
+import torch
 
 from zenml.enums import ArtifactType
 from zenml.materializers.base_materializer import BaseMaterializer
@@ -23,6 +26,14 @@ class CascadeMaterializer(BaseMaterializer):
         with self.get_temporary_directory(delete_at_exit=True) as tmp:
             io_utils.copy_dir(self.uri, tmp)
             return load_cascade(tmp)
+
+    def compute_content_hash(self, data: Cascade) -> str:
+        """sha256 over parameter names and bytes: the same weights give the same hash in any run."""
+        digest = hashlib.sha256()
+        for name, tensor in sorted(data.state_dict().items()):
+            digest.update(name.encode())
+            digest.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy().tobytes())
+        return digest.hexdigest()
 
     def extract_metadata(self, data: Cascade) -> dict:
         counts = count_parameters(data)

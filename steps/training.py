@@ -11,12 +11,13 @@ from components.training.loop import TrainConfig, TrainResult
 
 
 def checkpoint_folder(checkpoint_dir: Optional[str], module: str) -> Optional[str]:
-    """<checkpoint_dir>/<module>/<input cascade artifact id>: a re-run of the same step on the same
-    input resumes; another input (other backbone, other config upstream) never picks it up."""
+    """<checkpoint_dir>/<module>/<content hash of the input cascade>: the same step on the same input
+    weights resumes (also in a later run whose upstream steps re-ran to the same weights); another
+    input (other backbone, other upstream config) never picks it up."""
     if not checkpoint_dir:
         return None
-    source = get_step_context().inputs["cascade"][0].id
-    return str(Path(checkpoint_dir) / module / str(source)[:13])
+    source = get_step_context().inputs["cascade"][0]
+    return str(Path(checkpoint_dir).expanduser() / module / (source.content_hash or str(source.id))[:16])
 
 
 def make_train_config(train_config: dict, checkpoint_dir: Optional[str], module: str) -> TrainConfig:
