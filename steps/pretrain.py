@@ -2,7 +2,7 @@
 
 Each step trains one module of the cascade it is given and passes the cascade
 on, so the dashboard shows cascade_init -> +SE -> +ASR -> +NLU -> +bridge.
-Checkpoints go to <checkpoint_dir>/<module>/<input artifact id>: a killed run,
+Checkpoints go to <checkpoint_dir>/<module>/<hash of the input weights>: a killed run,
 started again, resumes exactly (the steps before it come from the cache).
 """
 
