@@ -6,7 +6,7 @@ from zenml.types import HTMLString
 from components.data.validation import ValidationLimits, load_label_set, validate_manifest
 
 
-@step
+@step(enable_cache=False)  # it reads the audio files, which a cache key on the manifest path cannot see
 def validate_corpus(
     manifest_path: str, labels: Optional[str] = None, allow_unlabelled: bool = False
 ) -> Tuple[Annotated[HTMLString, "validation_report"], Annotated[dict, "validation_summary"]]:
