@@ -19,7 +19,8 @@ TINY = ASRConfig(d_model=96, ffn=256, layers=2, heads=4, dropout=0.0)
 @pytest.fixture(scope="module")
 def batch(slurp_jsonl, tmp_path_factory):
     out = tmp_path_factory.mktemp("speech")
-    manifest = build_corpus(read_slurp(slurp_jsonl)[:4], out, CorpusConfig([Speaker("flite", "slt")], snrs=[5.0], noise_kinds=["white"], workers=2), progress=False)
+    shortest = sorted(read_slurp(slurp_jsonl)[:40], key=lambda r: len(r.sentence))[:4]  # short audio: fast steps
+    manifest = build_corpus(shortest, out, CorpusConfig([Speaker("flite", "slt")], snrs=[5.0], noise_kinds=["white"], workers=2), progress=False)
     ds = SpeechDataset(read_manifest(manifest), out)
     return collate([ds[i] for i in range(4)])
 
@@ -53,14 +54,14 @@ def test_asr_overfits_one_batch_to_the_exact_transcripts(batch):
     torch.manual_seed(0)
     model = ConformerCTC(TINY)
     opt = torch.optim.AdamW(model.parameters(), 2e-3)
-    for _ in range(200):
+    for _ in range(500):
         loss = ctc_loss(model(batch["clean"], batch["lengths"]), batch["targets"], batch["target_lengths"])
         opt.zero_grad()
         loss.backward()
         opt.step()
-        if loss.item() < 0.02:
+        if loss.item() < 0.005:
             break
-    assert loss.item() < 0.05
+    assert loss.item() < 0.01
     model.eval()
     assert greedy_decode(model(batch["clean"], batch["lengths"]), model.vocab) == [normalise(m["text"]) for m in batch["meta"]]
 
