@@ -46,8 +46,8 @@ def test_shapes_lengths_and_masks(batch):
     # edge padding in the last frames (reflection vs the batch's zeros), which moves the
     # normalisation statistics a little
     alone, _ = model.features(batch["noisy"][shortest : shortest + 1, : batch["lengths"][shortest]], batch["lengths"][shortest : shortest + 1])
-    n = alone.shape[1] - 3
-    assert (alone[0, :n] - feats[shortest, :n]).abs().mean() < 0.02
+    assert alone.shape[1] == frames[shortest]  # the frame count derived from the length is the real one
+    assert (alone[0] - feats[shortest, : alone.shape[1]]).abs().median() < 0.05
 
 
 def test_asr_overfits_one_batch_to_the_exact_transcripts(batch):
