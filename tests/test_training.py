@@ -253,3 +253,67 @@ def test_devices_and_amp_on_cpu():
 
     res = train(model, fp32_loss, data, config(max_steps=3, amp=True, device="cpu"))
     assert res.steps == 3 and all(p.dtype == torch.float32 for p in model.parameters())
+
+
+class _Sized(list):
+    """A train set whose items have lengths (for bucket_by_length)."""
+
+    def __init__(self, items, lengths):
+        super().__init__(items)
+        self.lengths = lengths
+
+
+def test_length_buckets_cover_the_epoch_once_and_pad_less():
+    from components.training.loop import BUCKET_WINDOW, epoch_batches
+
+    n, bs = 1000, 10
+    lengths = [float(x) for x in torch.rand(n, generator=torch.Generator().manual_seed(0)).mul(10).tolist()]
+    plain = epoch_batches(n, bs, seed=0, epoch=3)
+    bucketed = epoch_batches(n, bs, seed=0, epoch=3, lengths=lengths)
+    assert sorted(i for b in bucketed for i in b) == list(range(n))
+    assert bucketed == epoch_batches(n, bs, seed=0, epoch=3, lengths=lengths)  # deterministic
+    assert bucketed != epoch_batches(n, bs, seed=0, epoch=4, lengths=lengths)  # reshuffled each epoch
+
+    def padding(batches):  # padded frames over real frames
+        return sum(len(b) * max(lengths[i] for i in b) - sum(lengths[i] for i in b) for b in batches) / sum(lengths)
+
+    assert padding(bucketed) < 0.1 * padding(plain)
+    # Windows of BUCKET_WINDOW batches keep the epoch random: the first batches are not the shortest.
+    first = [lengths[i] for b in bucketed[:BUCKET_WINDOW] for i in b]
+    assert max(first) > 5
+
+
+def test_warmup_then_cosine_reaches_zero_at_the_planned_last_step():
+    from components.training.loop import lr_factor
+
+    cfg = config(warmup_steps=4, schedule="cosine")
+    factors = [lr_factor(s, cfg, total_steps=20) for s in range(20)]
+    assert factors[:4] == [0.25, 0.5, 0.75, 1.0]
+    assert all(a >= b for a, b in zip(factors[3:], factors[4:]))
+    assert factors[-1] == pytest.approx(0.5 * (1 + np.cos(np.pi * 15 / 16)))
+    assert lr_factor(20, cfg, 20) == pytest.approx(0.0)
+    with pytest.raises(ValueError, match="schedule"):
+        lr_factor(5, config(schedule="linear"), 20)
+
+    model, data, _ = make_problem()
+    steps = []
+    train(model, noisy_mse, data, config(max_epochs=2, warmup_steps=2, schedule="cosine"), on_metrics=steps.append)
+    lrs = [r["lr"] for r in steps if "loss" in r]
+    assert lrs[0] == pytest.approx(5e-3) and lrs[1] == pytest.approx(1e-2) and lrs[-1] < 1e-3
+
+
+def test_resume_with_buckets_and_schedule_is_bit_identical(tmp_path):
+    lengths = [float((7 * i) % 13) for i in range(40)]
+    extra = dict(bucket_by_length=True, warmup_steps=3, schedule="cosine", max_epochs=4)
+
+    def run(folder, steps, init_seed, every):
+        model, data, val = make_problem(init_seed=init_seed)
+        cfg = config(max_steps=steps, checkpoint_dir=str(folder), checkpoint_every=every, **extra)
+        res = train(model, noisy_mse, _Sized(data, lengths), cfg, val_fn=val_mse(val))
+        return model, res, load_checkpoint(folder)
+
+    run(tmp_path / "run", 8, 0, 3)
+    _assert_same_run(run(tmp_path / "run", 17, 99, 3), run(tmp_path / "ref", 17, 0, 10**6))
+    model, data, _ = make_problem()
+    with pytest.raises(ValueError, match="lengths"):
+        train(model, noisy_mse, data, config(max_steps=1, bucket_by_length=True))

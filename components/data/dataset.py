@@ -26,6 +26,7 @@ class SpeechDataset(Dataset):
         self.rows = manifest.reset_index(drop=True).to_dict("records")
         self.root = Path(root)
         self.vocab = vocab or CharVocab()
+        self.lengths = [float(row["duration"]) for row in self.rows]  # seconds, for length bucketing
 
     def __len__(self) -> int:
         return len(self.rows)

@@ -68,6 +68,9 @@ class TrainConfig:
     checkpoint_every: int = 50  # optimizer steps between checkpoints (plus one at each epoch end)
     keep_checkpoints: int = 2
     log_every: int = 10  # optimizer steps between step records sent to on_metrics
+    warmup_steps: int = 0  # linear lr warm-up from 0 over this many optimizer steps
+    schedule: str = "constant"  # after warm-up: "constant", or "cosine" decay to 0 at step max_epochs * batches
+    bucket_by_length: bool = False  # batches of similar length (needs train_set.lengths): less padding
     num_workers: int = 0  # DataLoader workers
     threads: int | None = None  # torch.set_num_threads
     progress: bool = True  # tqdm bars
@@ -127,6 +130,40 @@ def epoch_order(n: int, seed: int, epoch: int) -> torch.Tensor:
     """The permutation of ``range(n)`` visited in ``epoch``: a function of (seed, epoch) only."""
     g = torch.Generator().manual_seed(_mix(seed, epoch))
     return torch.randperm(n, generator=g)
+
+
+BUCKET_WINDOW = 50  # batches whose items are sorted by length together
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int, lengths: Sequence[float] | None = None) -> list[list[int]]:
+    """The batches of ``epoch``, in order: a function of (seed, epoch, lengths) only.
+
+    Without ``lengths``: consecutive slices of ``epoch_order``. With them: the
+    permutation is cut into windows of BUCKET_WINDOW batches, each window is
+    sorted by length and sliced into batches, and the batches are shuffled, so
+    a batch pads to a similar length while the epoch stays random."""
+    order = epoch_order(n, seed, epoch).tolist()
+    if lengths is None:
+        return [order[i : i + batch_size] for i in range(0, n, batch_size)]
+    batches = []
+    for start in range(0, n, batch_size * BUCKET_WINDOW):
+        window = sorted(order[start : start + batch_size * BUCKET_WINDOW], key=lambda i: lengths[i])
+        batches += [window[i : i + batch_size] for i in range(0, len(window), batch_size)]
+    g = torch.Generator().manual_seed(_mix(seed, epoch) + 1)
+    return [batches[i] for i in torch.randperm(len(batches), generator=g).tolist()]
+
+
+def lr_factor(step: int, cfg: TrainConfig, total_steps: int) -> float:
+    """Multiplier of every group's base lr at optimizer step ``step`` (0-based): a pure
+    function of the step, so a resumed run follows the same schedule."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    if cfg.schedule == "constant":
+        return 1.0
+    if cfg.schedule == "cosine":
+        progress = (step - cfg.warmup_steps) / max(total_steps - cfg.warmup_steps, 1)
+        return 0.5 * (1.0 + math.cos(math.pi * min(progress, 1.0)))
+    raise ValueError(f"TrainConfig.schedule: unknown schedule {cfg.schedule!r} (use 'constant' or 'cosine')")
 
 
 def _mix(seed: int, epoch: int) -> int:
@@ -203,7 +240,11 @@ def train(
     amp_dtype = _amp_dtype(cfg, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     n_batches = math.ceil(len(train_set) / cfg.batch_size)
-    data_key = {"n": len(train_set), "batch_size": cfg.batch_size, "seed": cfg.seed}
+    lengths = getattr(train_set, "lengths", None) if cfg.bucket_by_length else None
+    if cfg.bucket_by_length and lengths is None:
+        raise ValueError(f"bucket_by_length needs a train_set with a `lengths` attribute; {type(train_set).__name__} has none")
+    total_steps = cfg.max_epochs * n_batches  # the schedule's plan; max_steps only cuts it short (a later run continues it)
+    data_key = {"n": len(train_set), "batch_size": cfg.batch_size, "seed": cfg.seed, "bucket_by_length": cfg.bucket_by_length}
     emit = on_metrics or (lambda record: None)
 
     p, best_state, resumed_from = _Progress(), None, None
@@ -219,6 +260,8 @@ def train(
         set_rng_state(ckpt.state["rng"])
     else:
         _seed_everything(cfg.seed)
+    for group in opt.param_groups:  # the schedule scales each group's own lr (kept across resumes)
+        group.setdefault("initial_lr", group["lr"])
     saved_step = resumed_from
     mark = time.perf_counter()
 
@@ -279,11 +322,10 @@ def train(
     model.train()
     while not finished():
         # The rest of this epoch's order; a resumed run skips the batches already done.
-        order = epoch_order(len(train_set), cfg.seed, p.epoch)[p.batch_in_epoch * cfg.batch_size :]
+        batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, p.epoch, lengths)[p.batch_in_epoch :]
         loader = DataLoader(
             train_set,
-            batch_size=cfg.batch_size,
-            sampler=order.tolist(),
+            batch_sampler=batches,
             collate_fn=collate_fn,
             num_workers=cfg.num_workers,
             pin_memory=device.type == "cuda",
@@ -296,6 +338,8 @@ def train(
         )
         for batch in bar:
             batch = to_device(batch, device)
+            for group in opt.param_groups:
+                group["lr"] = group["initial_lr"] * lr_factor(p.global_step, cfg, total_steps)
             loss, extra, grad_norm = _train_step(
                 model, loss_fn, batch, opt, scaler, params, cfg.grad_clip, device, amp_dtype
             )
