@@ -1,0 +1,143 @@
+"""Apply an adapter to any module tree by target patterns, and take it off again.
+
+    method = add_adapter(model, LoraConfig(target_modules=["@attention"], r=8), name="lora", tasks=["slurp"])
+    freeze_backbone(model)            # only adapter parameters train
+    method.set_task("slurp")          # or a LongTensor of task ids (B,) per batch
+    ...
+    remove_adapter(model, "lora")     # the original modules, exactly as they were
+
+The method object lives at ``model.adapters[name]``; the wrapped layers at
+their targets' paths.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+from torch import nn
+
+from components.adapters.attention import Attention, set_submodule
+from components.adapters.base import AdapterLayer, AdapterMethod
+from components.adapters.config import AdapterConfig
+from components.adapters.profiles import expand_role, glob_regex, is_time_first
+from components.adapters.registry import method_for
+
+ADAPTERS = "adapters"  # attribute of the model that holds the applied methods
+
+
+def _candidate_paths(model: nn.Module) -> list[str]:
+    """Module paths a pattern may name: not inside an applied adapter's own parameters."""
+    skip = (f"{ADAPTERS}.",)
+    return [p for p, _ in model.named_modules() if p and not p.startswith(skip) and ".tasks." not in p + "." and ".shared." not in p + "."]
+
+
+def find_targets(model: nn.Module, patterns: Iterable[str]) -> list[tuple[str, nn.Module]]:
+    """(path, module) matched by any pattern, in model order; ValueError names a pattern that matches nothing."""
+    paths = _candidate_paths(model)
+    chosen: set[str] = set()
+    for pattern in patterns:
+        globs = expand_role(model, pattern) if "@" in pattern else [pattern]
+        hits = set().union(*(_match(glob, paths) for glob in globs))
+        if not hits:
+            close = difflib.get_close_matches(pattern, paths, n=5, cutoff=0.5)
+            raise ValueError(f"target pattern {pattern!r} matches no module of {type(model).__name__}" + (f"; close: {close}" if close else ""))
+        chosen |= hits
+    return [(p, m) for p, m in model.named_modules() if p in chosen]
+
+
+def _match(glob: str, paths: list[str]) -> set[str]:
+    """A glob with '*' matches whole paths; a plain name matches itself or any path ending in '.name'."""
+    if glob == "":
+        return {""}
+    if "*" in glob:
+        regex = glob_regex(glob)
+        return {p for p in paths if regex.match(p)}
+    if glob in paths:
+        return {glob}
+    return {p for p in paths if p.endswith("." + glob)}
+
+
+def add_adapter(model: nn.Module, config: AdapterConfig, name: str = "default", tasks: Iterable[str] = ("default",)) -> AdapterMethod:
+    """Wrap the modules ``config.target_modules`` names; returns the method (also ``model.adapters[name]``)."""
+    config.validate()
+    holder = getattr(model, ADAPTERS, None)
+    if holder is None:
+        holder = nn.ModuleDict()
+        model.add_module(ADAPTERS, holder)
+    elif not isinstance(holder, nn.ModuleDict):
+        raise ValueError(f"{type(model).__name__} already has an attribute {ADAPTERS!r} that is not an adapter holder")
+    if name in holder:
+        raise ValueError(f"adapter {name!r} already applied; remove_adapter(model, {name!r}) first or pick another name")
+    method = method_for(config)(config, name)
+    targets = [t for path, module in find_targets(model, config.target_modules) for t in method.select(model, path, module)]
+    method.prepare(targets)
+    for depth, (path, module) in enumerate(targets):
+        if not path:
+            raise ValueError(f"{config.method} cannot replace the root module; apply it to a model that contains the backbone")
+        batch_dim = 1 if is_time_first(model, path) else config.batch_dim
+        layer = method.wrap(path, module, depth, batch_dim)
+        if layer is not module:
+            set_submodule(model, path, layer)
+            method.layers[path] = layer
+    holder[name] = method.to(_device(model))
+    for task in tasks:
+        method.add_task(task)
+    return method
+
+
+def get_adapter(model: nn.Module, name: str = "default") -> AdapterMethod:
+    holder = getattr(model, ADAPTERS, None)
+    if holder is None or name not in holder:
+        raise KeyError(f"no adapter {name!r} on {type(model).__name__}; applied: {list(holder or [])}")
+    return holder[name]
+
+
+def remove_adapter(model: nn.Module, name: str = "default") -> None:
+    """Undo add_adapter: every wrapped module goes back in place (merged weights are unmerged first)."""
+    method = get_adapter(model, name)
+    if hasattr(method, "unmerge"):
+        method.unmerge()
+    for path, layer in method.layers.items():
+        _unwrap(model, path, layer)
+    method.detach(model)
+    del getattr(model, ADAPTERS)[name]
+    if not len(getattr(model, ADAPTERS)):
+        delattr(model, ADAPTERS)
+    for path, module in list(model.named_modules()):
+        if isinstance(module, Attention) and module.kv_hook is None and not any(isinstance(m, AdapterLayer) for m in module.modules()):
+            set_submodule(model, path, module.restore())
+
+
+def _unwrap(model: nn.Module, path: str, layer: AdapterLayer) -> None:
+    """Put layer.base where layer is, also when another adapter wrapped it afterwards."""
+    current = model.get_submodule(path)
+    if current is layer:
+        set_submodule(model, path, layer.base)
+        return
+    while isinstance(current, AdapterLayer):
+        if current.base is layer:
+            current.base = layer.base
+            return
+        current = current.base
+    raise RuntimeError(f"adapter layer at '{path}' is no longer in the model")
+
+
+def freeze_backbone(model: nn.Module) -> None:
+    """requires_grad: True for the adapters' trainable parameters, False for everything else."""
+    adapter_params = {id(p): method.trains(n) for method in getattr(model, ADAPTERS, {}).values() for n, p in adapter_named_parameters(model, method)}
+    for p in model.parameters():
+        p.requires_grad_(adapter_params.get(id(p), False))
+
+
+def adapter_named_parameters(model: nn.Module, method: AdapterMethod) -> list[tuple[str, nn.Parameter]]:
+    """(name relative to the model, parameter) of everything ``method`` added."""
+    out = [(f"{ADAPTERS}.{method.adapter_name}.{n}", p) for n, p in method.named_parameters()]
+    for path, layer in method.layers.items():
+        out += [(f"{path}.tasks.{n}", p) for n, p in layer.tasks.named_parameters()]
+        out += [(f"{path}.{n}", p) for n, p in layer.named_parameters() if not n.startswith(("base.", "tasks."))]
+    return out
+
+
+def _device(model: nn.Module):
+    return next((p.device for p in model.parameters()), None) or "cpu"

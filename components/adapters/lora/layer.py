@@ -1,0 +1,101 @@
+"""LoRA on any Linear-like module (nn.Linear, the q/k/v slices of an explicit Attention)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from components.adapters.attention import ProjectionSlice, explicit_attention
+from components.adapters.base import AdapterLayer, AdapterMethod
+from components.adapters.lora.config import LoraConfig
+from components.adapters.registry import register
+from components.adapters.tasks import per_task
+
+LINEAR_LIKE = (nn.Linear, ProjectionSlice)
+
+
+def linear_targets(model: nn.Module, path: str, module: nn.Module, method: str) -> list[tuple[str, nn.Module]]:
+    """A Linear-like target itself; inside a container, every Linear-like (MultiheadAttention made explicit first)."""
+    if isinstance(module, LINEAR_LIKE):
+        return [(path, module)]
+    join = lambda sub: f"{path}.{sub}" if sub else path  # noqa: E731
+    for sub, m in list(module.named_modules()):
+        if isinstance(m, nn.MultiheadAttention):
+            explicit_attention(model, join(sub))
+    module = model.get_submodule(path)
+    found = [(join(sub), m) for sub, m in module.named_modules() if isinstance(m, LINEAR_LIKE) and not isinstance(m, AdapterLayer)]
+    if not found:
+        raise TypeError(f"{method} adapts Linear layers; target '{path}' ({type(module).__name__}) holds none")
+    return found
+
+
+class LoraLayer(AdapterLayer):
+    def __init__(self, base: nn.Module, method: AdapterMethod, path: str, depth: int, batch_dim: int) -> None:
+        super().__init__(base, method, path, depth, batch_dim)
+        cfg = self.config
+        self.scaling = cfg.alpha / cfg.r
+        self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
+        self.merged: str | None = None  # the task whose update is folded into base.weight
+
+    def new_task(self, task: str) -> nn.Module:
+        A = nn.Linear(self.base.in_features, self.config.r, bias=False)
+        B = nn.Linear(self.config.r, self.base.out_features, bias=False)
+        nn.init.kaiming_uniform_(A.weight, a=math.sqrt(5))
+        nn.init.zeros_(B.weight)
+        return nn.ModuleDict({"lora_A": A, "lora_B": B})
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.base(x)
+        if not self.method.active:
+            return out - self._update(self.merged, x) if self.merged else out
+        if self.merged is not None:
+            groups = self.method.router.groups()
+            if len(groups) != 1 or groups[0][0] != self.merged:
+                raise RuntimeError(f"LoRA at '{self.path}' is merged for task {self.merged!r}; unmerge() before running {[g[0] for g in groups]}")
+            return out
+        return out + per_task(self.method.router, x, self.batch_dim, self._update)
+
+    def _update(self, task: str, x: torch.Tensor) -> torch.Tensor:
+        lora = self.tasks[task]
+        return lora["lora_B"](lora["lora_A"](self.dropout(x))) * self.scaling
+
+    def delta_weight(self, task: str) -> torch.Tensor:
+        lora = self.tasks[task]
+        return lora["lora_B"].weight @ lora["lora_A"].weight * self.scaling  # (out, in)
+
+    @torch.no_grad()
+    def merge(self, task: str) -> None:
+        if self.merged is not None:
+            raise RuntimeError(f"LoRA at '{self.path}' is already merged for task {self.merged!r}")
+        self.base.weight.data += self.delta_weight(task).to(self.base.weight.dtype)
+        self.merged = task
+
+    @torch.no_grad()
+    def unmerge(self) -> None:
+        if self.merged is not None:
+            self.base.weight.data -= self.delta_weight(self.merged).to(self.base.weight.dtype)
+            self.merged = None
+
+
+@register
+class LoraMethod(AdapterMethod):
+    config_cls = LoraConfig
+    layer_cls = LoraLayer
+
+    def select(self, model, path, module):
+        return linear_targets(model, path, module, self.config.method)
+
+    def merge(self, task: str | None = None) -> None:
+        """Fold ``task``'s update (default: the current task) into the base weights: inference costs nothing extra."""
+        task = task or self.router.current
+        if not isinstance(task, str):
+            raise RuntimeError("merge needs one task; the current batch mixes tasks")
+        self.router.set(task)
+        for layer in self.layers.values():
+            layer.merge(task)
+
+    def unmerge(self) -> None:
+        for layer in self.layers.values():
+            layer.unmerge()
