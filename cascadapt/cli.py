@@ -1,6 +1,6 @@
 """The `cascadapt` command line (the application layer: components, plus ZenML where a model is named by version).
 
-`synth`, `validate`, `predict` and `score` are a public contract: keep names and flags stable.
+`synth`, `validate`, `predict`, `score` and `adapters` are a public contract: keep names and flags stable.
 """
 
 from __future__ import annotations
@@ -163,6 +163,19 @@ def score(gold, predictions, transcripts, allow_missing) -> None:
         click.echo(f"error: {e}", err=True)
         sys.exit(1)
     click.echo(json.dumps(result, indent=2))
+
+
+@main.command()
+@click.argument("method", required=False)
+def adapters(method) -> None:
+    """List the adapter methods and their config fields (or one METHOD's)."""
+    from components.adapters import METHODS, describe
+
+    if method is not None and method not in METHODS:
+        click.echo(f"error: no adapter method {method!r}; registered: {', '.join(sorted(METHODS))}", err=True)
+        sys.exit(1)
+    for name in [method] if method else sorted(METHODS):
+        click.echo(describe(METHODS[name].config_cls) + "\n")
 
 
 if __name__ == "__main__":

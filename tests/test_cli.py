@@ -77,3 +77,13 @@ def test_bad_flags_are_refused_clearly(slurp_jsonl, tmp_path):
     assert proc.returncode == 2 and "--snr must be comma-separated numbers" in proc.stderr
     proc = run("synth", "--slurp-jsonl", str(slurp_jsonl), "--out", str(tmp_path / "o"), "--voices", "flite:nobody")
     assert proc.returncode == 1 and "unknown flite voice 'nobody'" in proc.stderr
+
+
+def test_adapters_lists_every_method_with_its_fields():
+    proc = run("adapters")
+    assert proc.returncode == 0, proc.stderr
+    assert "lora: LoRA" in proc.stdout and "  r = 8: Rank of the update." in proc.stdout
+    proc = run("adapters", "houlsby")
+    assert proc.returncode == 0 and proc.stdout.startswith("houlsby:") and "lora:" not in proc.stdout
+    proc = run("adapters", "loar")
+    assert proc.returncode == 1 and "no adapter method 'loar'; registered:" in proc.stderr
