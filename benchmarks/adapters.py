@@ -59,6 +59,9 @@ BENCH = {
     "lora": lambda: A.LoraConfig(),
     "lora_ffn": lambda: A.LoraConfig(target_modules=FFN_LINEARS),
     "bitfit": lambda: A.BitFitConfig(),
+    "compacter": lambda: A.CompacterConfig(),
+    "hyperformer": lambda: A.HyperformerConfig(),
+    "hra": lambda: A.HRAConfig(),
 }
 
 

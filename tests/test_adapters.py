@@ -26,6 +26,9 @@ CASES = {
     "shared": (lambda: A.SharedConfig(reduction_factor=4), True),
     "lora": (lambda: A.LoraConfig(target_modules=["@linear"], r=4), True),
     "bitfit": (lambda: A.BitFitConfig(), True),
+    "compacter": (lambda: A.CompacterConfig(reduction_factor=4, phm_dim=2, activation="gelu"), True),
+    "hyperformer": (lambda: A.HyperformerConfig(reduction_factor=4, task_embedding_dim=8, layer_embedding_dim=8, projector_hidden=16, projected_dim=8), True),
+    "hra": (lambda: A.HRAConfig(r=8), True),
 }
 
 

@@ -11,20 +11,23 @@ One folder a method (config.py + layer.py), registered by name in
 every config field.
 """
 
-from components.adapters import bitfit, bottleneck, lora  # noqa: F401  (registers the methods)
+from components.adapters import bitfit, bottleneck, compacter, hra, hyperformer, lora  # noqa: F401  (registers the methods)
 from components.adapters.accounting import adapter_report
 from components.adapters.base import AdapterLayer, AdapterMethod
 from components.adapters.bitfit import BitFitConfig
 from components.adapters.bottleneck import BottleneckConfig, GatedConfig, HoulsbyConfig, PfeifferConfig, SharedConfig
+from components.adapters.compacter import CompacterConfig
 from components.adapters.config import AdapterConfig, describe
+from components.adapters.hra import HRAConfig
+from components.adapters.hyperformer import HyperformerConfig
 from components.adapters.inject import add_adapter, find_targets, freeze_backbone, get_adapter, remove_adapter
 from components.adapters.lora import LoraConfig
 from components.adapters.registry import METHODS, RegistryError, config_class, register
 from components.adapters.state import config_from_file, load_shared, load_task, save_shared, save_task
 
 __all__ = [
-    "METHODS", "AdapterConfig", "AdapterLayer", "AdapterMethod", "BitFitConfig", "BottleneckConfig", "GatedConfig",
-    "HoulsbyConfig", "LoraConfig", "PfeifferConfig", "RegistryError", "SharedConfig", "add_adapter", "adapter_report",
+    "METHODS", "AdapterConfig", "AdapterLayer", "AdapterMethod", "BitFitConfig", "BottleneckConfig", "CompacterConfig", "GatedConfig",
+    "HRAConfig", "HoulsbyConfig", "HyperformerConfig", "LoraConfig", "PfeifferConfig", "RegistryError", "SharedConfig", "add_adapter", "adapter_report",
     "config_class", "config_from_file", "describe", "find_targets", "freeze_backbone", "get_adapter", "load_shared",
     "load_task", "register", "remove_adapter", "save_shared", "save_task",
 ]

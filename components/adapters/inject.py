@@ -62,24 +62,24 @@ def add_adapter(model: nn.Module, config: AdapterConfig, name: str = "default", 
     """Wrap the modules ``config.target_modules`` names; returns the method (also ``model.adapters[name]``)."""
     config.validate()
     holder = getattr(model, ADAPTERS, None)
-    if holder is None:
-        holder = nn.ModuleDict()
-        model.add_module(ADAPTERS, holder)
-    elif not isinstance(holder, nn.ModuleDict):
+    if holder is not None and not isinstance(holder, nn.ModuleDict):
         raise ValueError(f"{type(model).__name__} already has an attribute {ADAPTERS!r} that is not an adapter holder")
-    if name in holder:
+    if holder is not None and name in holder:
         raise ValueError(f"adapter {name!r} already applied; remove_adapter(model, {name!r}) first or pick another name")
     method = method_for(config)(config, name)
     targets = [t for path, module in find_targets(model, config.target_modules) for t in method.select(model, path, module)]
+    if any(not path for path, _ in targets):
+        raise ValueError(f"{config.method} cannot replace the root module; apply it to a model that contains the backbone")
     method.prepare(targets)
     for depth, (path, module) in enumerate(targets):
-        if not path:
-            raise ValueError(f"{config.method} cannot replace the root module; apply it to a model that contains the backbone")
         batch_dim = 1 if is_time_first(model, path) else config.batch_dim
         layer = method.wrap(path, module, depth, batch_dim)
         if layer is not module:
             set_submodule(model, path, layer)
             method.layers[path] = layer
+    if holder is None:
+        holder = nn.ModuleDict()
+        model.add_module(ADAPTERS, holder)
     holder[name] = method.to(_device(model))
     for task in tasks:
         method.add_task(task)
