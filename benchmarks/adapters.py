@@ -62,6 +62,10 @@ BENCH = {
     "compacter": lambda: A.CompacterConfig(),
     "hyperformer": lambda: A.HyperformerConfig(),
     "hra": lambda: A.HRAConfig(),
+    "poly": lambda: A.PolyConfig(),
+    "mhr": lambda: A.MhrConfig(),
+    "mhr_z": lambda: A.MhrZConfig(),
+    "mhr_mu": lambda: A.MhrMuConfig(),
 }
 
 

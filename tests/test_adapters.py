@@ -29,6 +29,10 @@ CASES = {
     "compacter": (lambda: A.CompacterConfig(reduction_factor=4, phm_dim=2, activation="gelu"), True),
     "hyperformer": (lambda: A.HyperformerConfig(reduction_factor=4, task_embedding_dim=8, layer_embedding_dim=8, projector_hidden=16, projected_dim=8), True),
     "hra": (lambda: A.HRAConfig(r=8), True),
+    "poly": (lambda: A.PolyConfig(target_modules=["@attention", "@ffn"], r=4, n_skills=3), True),
+    "mhr": (lambda: A.MhrConfig(target_modules=["@attention", "@ffn"], r=4, n_skills=3, n_splits=4), True),
+    "mhr_z": (lambda: A.MhrZConfig(target_modules=["@attention", "@ffn"], r=4, n_skills=3, n_splits=4), True),
+    "mhr_mu": (lambda: A.MhrMuConfig(target_modules=["@attention", "@ffn"], r=4), True),
 }
 
 

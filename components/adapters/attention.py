@@ -107,7 +107,7 @@ def explicit_attention(model: nn.Module, path: str) -> Attention:
         return module
     if not isinstance(module, nn.MultiheadAttention):
         raise TypeError(f"'{path}' is a {type(module).__name__}, not a MultiheadAttention")
-    attention = Attention(module)
+    attention = Attention(module).train(module.training)
     set_submodule(model, path, attention)
     return attention
 

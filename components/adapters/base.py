@@ -35,7 +35,8 @@ def first_tensor(args: tuple, kwargs: dict) -> torch.Tensor:
 def module_device(module: nn.Module) -> torch.device:
     for tensor in (*module.parameters(), *module.buffers()):
         return tensor.device
-    return torch.device("cpu")
+    weight = getattr(module, "weight", None)  # a ProjectionSlice owns no parameter but views one
+    return weight.device if isinstance(weight, torch.Tensor) else torch.device("cpu")
 
 
 def output_features(module: nn.Module) -> int:
@@ -107,6 +108,7 @@ class AdapterMethod(nn.Module):
     config_cls: ClassVar[type[AdapterConfig]]
     layer_cls: ClassVar[type[AdapterLayer]]
     accepts: ClassVar[tuple[type, ...]] = (nn.Module,)  # module types a target may be
+    family: ClassVar[str | None] = None  # methods of one family share the layout of their shared state (load_shared)
 
     def __init__(self, config: AdapterConfig, name: str) -> None:
         super().__init__()

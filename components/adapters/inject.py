@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from torch import nn
 
 from components.adapters.attention import Attention, set_submodule
-from components.adapters.base import AdapterLayer, AdapterMethod
+from components.adapters.base import AdapterLayer, AdapterMethod, module_device
 from components.adapters.config import AdapterConfig
 from components.adapters.profiles import expand_role, glob_regex, is_time_first
 from components.adapters.registry import method_for
@@ -74,6 +74,7 @@ def add_adapter(model: nn.Module, config: AdapterConfig, name: str = "default", 
     for depth, (path, module) in enumerate(targets):
         batch_dim = 1 if is_time_first(model, path) else config.batch_dim
         layer = method.wrap(path, module, depth, batch_dim)
+        layer.train(module.training).to(module_device(module))  # new parameters join the module's mode and device
         if layer is not module:
             set_submodule(model, path, layer)
             method.layers[path] = layer

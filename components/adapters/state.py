@@ -67,6 +67,7 @@ def load_task(model: nn.Module, path: str | Path, name: str = "default", task: s
 
 
 def load_shared(model: nn.Module, path: str | Path, name: str = "default") -> None:
+    """Load a save_shared file into adapter ``name``: same method, or one of its family (an mhr inventory into mhr_z)."""
     method = get_adapter(model, name)
     _check(read_metadata(path), path, method, "shared")
     _copy_into(shared_state(method), path)
@@ -89,7 +90,7 @@ def config_from_file(path: str | Path) -> AdapterConfig:
 
 def _save(state: dict[str, torch.Tensor], path: str | Path, method: AdapterMethod, extra: dict) -> Path:
     path = Path(path)
-    meta = {"format": FORMAT, "method": method.config.method, "config": method.config.to_json(), **extra}
+    meta = {"format": FORMAT, "method": method.config.method, "family": method.family or "", "config": method.config.to_json(), **extra}
     with atomic_path(path) as tmp:
         save_file({k: v.detach().contiguous().cpu() for k, v in state.items()}, str(tmp), metadata=meta)
     return path
@@ -98,7 +99,8 @@ def _save(state: dict[str, torch.Tensor], path: str | Path, method: AdapterMetho
 def _check(meta: dict, path, method: AdapterMethod, kind: str) -> dict:
     if meta.get("kind") != kind:
         raise ValueError(f"{path}: holds a {meta.get('kind')!r} state, expected {kind!r}")
-    if meta.get("method") != method.config.method:
+    same_family = kind == "shared" and method.family is not None and meta.get("family") == method.family
+    if meta.get("method") != method.config.method and not same_family:
         raise ValueError(f"{path}: saved from method {meta.get('method')!r}, adapter {method.adapter_name!r} is {method.config.method!r}")
     return meta
 
