@@ -66,6 +66,8 @@ BENCH = {
     "mhr": lambda: A.MhrConfig(),
     "mhr_z": lambda: A.MhrZConfig(),
     "mhr_mu": lambda: A.MhrMuConfig(),
+    "prompt": lambda: A.PromptConfig(),
+    "prefix": lambda: A.PrefixConfig(),
 }
 
 

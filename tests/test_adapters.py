@@ -33,6 +33,8 @@ CASES = {
     "mhr": (lambda: A.MhrConfig(target_modules=["@attention", "@ffn"], r=4, n_skills=3, n_splits=4), True),
     "mhr_z": (lambda: A.MhrZConfig(target_modules=["@attention", "@ffn"], r=4, n_skills=3, n_splits=4), True),
     "mhr_mu": (lambda: A.MhrMuConfig(target_modules=["@attention", "@ffn"], r=4), True),
+    "prompt": (lambda: A.PromptConfig(num_virtual_tokens=4), False),
+    "prefix": (lambda: A.PrefixConfig(num_virtual_tokens=4), False),
 }
 
 
@@ -317,3 +319,19 @@ def test_task_file_of_another_method_is_refused(model_and_batch, tmp_path):
     A.add_adapter(model, A.LoraConfig(), name="l", tasks=[])
     with pytest.raises(ValueError, match="saved from method 'pfeiffer'"):
         A.load_task(model, tmp_path / "a.safetensors", name="l")
+
+
+def test_adapters_come_off_in_any_order():
+    """Prompt wraps the whole encoder, LoRA sits inside it: removing the outer one first must not strand the inner one."""
+    torch.manual_seed(0)
+    model = TinyWrap(tiny_bert()).eval()
+    ids = torch.randint(0, 50, (2, 6))
+    reference = model.net(input_ids=ids).last_hidden_state
+    A.add_adapter(model, A.PromptConfig(target_modules=["net"], num_virtual_tokens=2), name="prompt")
+    lora = A.add_adapter(model, A.LoraConfig(target_modules=["@attention"], r=2), name="lora")
+    perturb(lora, model)
+    assert model.net.config.hidden_size == 16, "the wrapped HF model keeps its own .config"
+    A.remove_adapter(model, "prompt")
+    A.remove_adapter(model, "lora")
+    assert not any(isinstance(m, A.AdapterLayer) for m in model.modules())
+    torch.testing.assert_close(model.net(input_ids=ids).last_hidden_state, reference, rtol=0, atol=0)

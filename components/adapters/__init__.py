@@ -11,7 +11,7 @@ One folder a method (config.py + layer.py), registered by name in
 every config field.
 """
 
-from components.adapters import bitfit, bottleneck, compacter, hra, hyperformer, lora, poly  # noqa: F401  (registers the methods)
+from components.adapters import bitfit, bottleneck, compacter, hra, hyperformer, lora, poly, prefix, prompt  # noqa: F401  (registers the methods)
 from components.adapters.accounting import adapter_report
 from components.adapters.base import AdapterLayer, AdapterMethod
 from components.adapters.bitfit import BitFitConfig
@@ -23,12 +23,14 @@ from components.adapters.hyperformer import HyperformerConfig
 from components.adapters.inject import add_adapter, find_targets, freeze_backbone, get_adapter, remove_adapter
 from components.adapters.lora import LoraConfig
 from components.adapters.poly import MhrConfig, MhrMuConfig, MhrZConfig, PolyConfig, average_inventory
+from components.adapters.prefix import PrefixConfig
+from components.adapters.prompt import PromptConfig
 from components.adapters.registry import METHODS, RegistryError, config_class, register
 from components.adapters.state import config_from_file, load_shared, load_task, save_shared, save_task
 
 __all__ = [
     "METHODS", "AdapterConfig", "AdapterLayer", "AdapterMethod", "BitFitConfig", "BottleneckConfig", "CompacterConfig", "GatedConfig",
-    "HRAConfig", "HoulsbyConfig", "HyperformerConfig", "LoraConfig", "MhrConfig", "MhrMuConfig", "MhrZConfig", "PfeifferConfig", "PolyConfig", "RegistryError", "SharedConfig", "add_adapter", "adapter_report", "average_inventory",
+    "HRAConfig", "HoulsbyConfig", "HyperformerConfig", "LoraConfig", "MhrConfig", "MhrMuConfig", "MhrZConfig", "PfeifferConfig", "PolyConfig", "PrefixConfig", "PromptConfig", "RegistryError", "SharedConfig", "add_adapter", "adapter_report", "average_inventory",
     "config_class", "config_from_file", "describe", "find_targets", "freeze_backbone", "get_adapter", "load_shared",
     "load_task", "register", "remove_adapter", "save_shared", "save_task",
 ]

@@ -77,7 +77,7 @@ class AdapterLayer(nn.Module):
         return self._method[0]
 
     @property
-    def config(self) -> AdapterConfig:
+    def adapter_config(self) -> AdapterConfig:  # not `config`: a wrapped HF model keeps its own .config
         return self.method.config
 
     def new_task(self, task: str) -> nn.Module:

@@ -111,17 +111,13 @@ def remove_adapter(model: nn.Module, name: str = "default") -> None:
 
 
 def _unwrap(model: nn.Module, path: str, layer: AdapterLayer) -> None:
-    """Put layer.base where layer is, also when another adapter wrapped it afterwards."""
-    current = model.get_submodule(path)
-    if current is layer:
-        set_submodule(model, path, layer.base)
-        return
-    while isinstance(current, AdapterLayer):
-        if current.base is layer:
-            current.base = layer.base
-            return
-        current = current.base
-    raise RuntimeError(f"adapter layer at '{path}' is no longer in the model")
+    """Put layer.base where layer is. Found by identity, not by path: adapters applied later may have moved it."""
+    for parent in model.modules():
+        for name, child in parent.named_children():
+            if child is layer:
+                setattr(parent, name, layer.base)
+                return
+    raise RuntimeError(f"adapter layer first applied at '{path}' is no longer in the model")
 
 
 def freeze_backbone(model: nn.Module) -> None:

@@ -32,13 +32,13 @@ class Bottleneck(nn.Module):
 class BottleneckLayer(AdapterLayer):
     def __init__(self, base: nn.Module, method: AdapterMethod, path: str, depth: int, batch_dim: int) -> None:
         super().__init__(base, method, path, depth, batch_dim)
-        cfg = self.config
+        cfg = self.adapter_config
         self.width = output_features(base)
         self.hidden = max(1, self.width // cfg.reduction_factor)
         self.shared = self._bottleneck() if cfg.share_across_tasks else None
 
     def _bottleneck(self) -> Bottleneck:
-        cfg = self.config
+        cfg = self.adapter_config
         return Bottleneck(self.width, self.hidden, cfg.activation, cfg.gated, zero_init=cfg.residual)
 
     def new_task(self, task: str) -> nn.Module:
@@ -48,11 +48,11 @@ class BottleneckLayer(AdapterLayer):
         return self.shared if self.shared is not None else self.tasks[task]
 
     def adapt(self, output: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
-        source = output if self.config.placement == "sequential" else first_tensor(args, kwargs)
+        source = output if self.adapter_config.placement == "sequential" else first_tensor(args, kwargs)
         if source.shape[-1] != self.width:
             raise ValueError(f"adapter at '{self.path}': input width {source.shape[-1]} != output width {self.width}; use placement='sequential'")
         y = per_task(self.method.router, source, self.batch_dim, lambda task, x: self._adapter(task)(x))
-        return output + y if self.config.residual else y
+        return output + y if self.adapter_config.residual else y
 
 
 @register

@@ -88,7 +88,7 @@ class PHMBottleneck(Bottleneck):
 
 class CompacterLayer(BottleneckLayer):
     def _bottleneck(self, task: str | None = None) -> PHMBottleneck:
-        cfg = self.config
+        cfg = self.adapter_config
         rule = self.method.rule(task)
         return PHMBottleneck(self.width, self.hidden, cfg.activation, cfg.gated, cfg.residual, rule, cfg.low_rank)
 

@@ -61,7 +61,7 @@ class HyperformerLayer(AdapterLayer):
     def __init__(self, base: nn.Module, method: AdapterMethod, path: str, depth: int, batch_dim: int) -> None:
         super().__init__(base, method, path, depth, batch_dim)
         self.width = output_features(base)
-        self.act = getattr(nn, ACTIVATIONS[self.config.activation])()
+        self.act = getattr(nn, ACTIVATIONS[self.adapter_config.activation])()
 
     def new_task(self, task: str) -> nn.Module:
         return nn.Module()  # nothing per layer: the task's embedding lives in the method

@@ -34,14 +34,14 @@ def linear_targets(model: nn.Module, path: str, module: nn.Module, method: str) 
 class LoraLayer(AdapterLayer):
     def __init__(self, base: nn.Module, method: AdapterMethod, path: str, depth: int, batch_dim: int) -> None:
         super().__init__(base, method, path, depth, batch_dim)
-        cfg = self.config
+        cfg = self.adapter_config
         self.scaling = cfg.alpha / cfg.r
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.merged: str | None = None  # the task whose update is folded into base.weight
 
     def new_task(self, task: str) -> nn.Module:
-        A = nn.Linear(self.base.in_features, self.config.r, bias=False)
-        B = nn.Linear(self.config.r, self.base.out_features, bias=False)
+        A = nn.Linear(self.base.in_features, self.adapter_config.r, bias=False)
+        B = nn.Linear(self.adapter_config.r, self.base.out_features, bias=False)
         nn.init.kaiming_uniform_(A.weight, a=math.sqrt(5))
         nn.init.zeros_(B.weight)
         return nn.ModuleDict({"lora_A": A, "lora_B": B})

@@ -53,7 +53,7 @@ def init_lora_a(tensor: torch.Tensor, fan_in: int) -> torch.Tensor:
 class PolyLayer(AdapterLayer):
     def __init__(self, base: nn.Module, method: AdapterMethod, path: str, depth: int, batch_dim: int) -> None:
         super().__init__(base, method, path, depth, batch_dim)
-        cfg = self.config
+        cfg = self.adapter_config
         S, K, r = cfg.n_splits, cfg.n_skills, cfg.r
         self.in_features, self.out_features = base.in_features, base.out_features
         for what, width in (("in_features", self.in_features), ("out_features", self.out_features)):
@@ -67,7 +67,7 @@ class PolyLayer(AdapterLayer):
     def new_task(self, task: str) -> nn.Module:
         module = nn.Module()
         # near-uniform routing to start (peft/MTTL: U(-1e-3, 1e-3))
-        module.logits = nn.Parameter(torch.empty(self.config.n_splits * self.config.n_skills).uniform_(-1e-3, 1e-3))
+        module.logits = nn.Parameter(torch.empty(self.adapter_config.n_splits * self.adapter_config.n_skills).uniform_(-1e-3, 1e-3))
         return module
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -90,7 +90,7 @@ class PolyLayer(AdapterLayer):
 
     def mixed_lora(self, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Skill weights (G, S, K) -> A (G, in, r), B (G, r, out): the heads' blocks concatenated."""
-        G, r = weights.size(0), self.config.r
+        G, r = weights.size(0), self.adapter_config.r
         A = torch.einsum("gsk,skdr->gsdr", weights, self.lora_A).reshape(G, self.in_features, r)  # in = S blocks of in/S
         B = torch.einsum("gsk,skrd->gsrd", weights, self.lora_B)  # (G, S, r, out/S)
         B = B.transpose(1, 2).reshape(G, r, self.out_features)  # out = S blocks of out/S
@@ -98,7 +98,7 @@ class PolyLayer(AdapterLayer):
 
     def update(self, x: torch.Tensor) -> torch.Tensor:
         """x (..., in) with its batch along batch_dim -> x A_mix B_mix / r (..., out)."""
-        cfg = self.config
+        cfg = self.adapter_config
         logits = self.routing_logits(x).view(-1, cfg.n_splits, cfg.n_skills)
         A, B = self.mixed_lora(mixing_weights(logits, self.training, cfg.temperature))
         x = x.to(A.dtype)
@@ -112,8 +112,8 @@ class PolyLayer(AdapterLayer):
     @torch.no_grad()
     def averaged(self) -> tuple[torch.Tensor, torch.Tensor]:
         """The inventory averaged over skills (uniform routing): A (in, r), B (r, out)."""
-        K = self.config.n_skills
-        A, B = self.mixed_lora(torch.full((1, self.config.n_splits, K), 1.0 / K, device=self.lora_A.device, dtype=self.lora_A.dtype))
+        K = self.adapter_config.n_skills
+        A, B = self.mixed_lora(torch.full((1, self.adapter_config.n_splits, K), 1.0 / K, device=self.lora_A.device, dtype=self.lora_A.dtype))
         return A[0].clone(), B[0].clone()
 
 
@@ -146,7 +146,7 @@ class MhrMuLayer(LoraLayer):
 
     def __init__(self, base: nn.Module, method: AdapterMethod, path: str, depth: int, batch_dim: int) -> None:
         super().__init__(base, method, path, depth, batch_dim)
-        device, r = module_device(base), self.config.r
+        device, r = module_device(base), self.adapter_config.r
         # shared starting point of every task (buffers: saved by save_shared, never trained); without a source
         # adapter it is a fresh LoRA init (A random, B zero), so mhr_mu alone is a zero-init LoRA
         self.register_buffer("mu_A", init_lora_a(torch.empty(base.in_features, r, device=device), base.in_features))
