@@ -176,6 +176,9 @@ def test_lora_on_attention_gets_gradients_and_merges(model_and_batch):
         torch.testing.assert_close(model(x, lengths), unmerged, rtol=1e-5, atol=1e-5)
         lora.unmerge()
         torch.testing.assert_close(model(x, lengths), unmerged, rtol=1e-5, atol=1e-5)
+        A.merge_and_unload(model, "lora")
+    assert not any(isinstance(m, (A.AdapterLayer, Attention)) for m in model.modules()), "the original tree, MHA included"
+    torch.testing.assert_close(model(x, lengths), unmerged, rtol=1e-5, atol=1e-5)
 
 
 def test_lora_matches_peft():

@@ -1,4 +1,4 @@
 from components.adapters.lora.config import LoraConfig
-from components.adapters.lora.layer import LoraLayer, linear_targets
+from components.adapters.lora.layer import LoraLayer, linear_targets, merge_and_unload
 
-__all__ = ["LoraConfig", "LoraLayer", "linear_targets"]
+__all__ = ["LoraConfig", "LoraLayer", "linear_targets", "merge_and_unload"]

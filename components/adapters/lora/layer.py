@@ -9,6 +9,7 @@ from torch import nn
 
 from components.adapters.attention import ProjectionSlice, explicit_attention
 from components.adapters.base import AdapterLayer, AdapterMethod
+from components.adapters.inject import get_adapter, remove_adapter
 from components.adapters.lora.config import LoraConfig
 from components.adapters.registry import register
 from components.adapters.tasks import per_task
@@ -99,3 +100,26 @@ class LoraMethod(AdapterMethod):
     def unmerge(self) -> None:
         for layer in self.layers.values():
             layer.unmerge()
+
+
+@torch.no_grad()
+def merge_and_unload(model: nn.Module, name: str = "default", task: str | None = None) -> nn.Module:
+    """Fold one task's LoRA into the base weights for good and take the adapter off.
+
+    The model is the original module tree again (MultiheadAttention included),
+    so inference costs exactly what the backbone costs; the other tasks of the
+    adapter go with it (save them first).
+    """
+    method = get_adapter(model, name)
+    if not isinstance(method, LoraMethod):
+        raise TypeError(f"merge_and_unload: adapter {name!r} is {method.config.method!r}, not a LoRA")
+    method.unmerge()
+    task = task or method.router.current
+    if not isinstance(task, str):
+        raise RuntimeError("merge_and_unload needs one task; the current batch mixes tasks")
+    method.router.id(task)
+    deltas = [(layer.base, layer.delta_weight(task)) for layer in method.layers.values()]
+    remove_adapter(model, name)
+    for base, delta in deltas:
+        base.weight.data += delta.to(base.weight.dtype)
+    return model
