@@ -4,7 +4,7 @@ from zenml import Model, pipeline
 
 from steps.data_version import tracked_data_version
 from steps.ingest import ingest
-from steps.pretrain import init_cascade, pretrain_asr, pretrain_bridge, pretrain_nlu, pretrain_se
+from steps.pretrain import init_cascade, pretrain_asr, pretrain_asr_enhanced, pretrain_bridge, pretrain_nlu, pretrain_se
 from steps.split import split_corpus
 from steps.validate import validate_corpus
 
@@ -19,6 +19,7 @@ def pretrain_pipeline(
     asr_train: dict,
     nlu_train: dict,
     bridge_train: dict,
+    asr_enhanced_train: Optional[dict] = None,
     corpus_name: str = "source",
     voices: str = "source",
     snrs: Tuple[float, ...] = (0.0, 5.0, 10.0, 20.0),
@@ -27,7 +28,7 @@ def pretrain_pipeline(
     data_root: str = ".",
     checkpoint_dir: Optional[str] = "~/.cache/cascadapt/checkpoints/pretrain",
 ) -> None:
-    """source corpus -> validate -> split -> SE -> ASR -> NLU (gold text) -> bridge; a new cascadapt_backbones version."""
+    """source corpus -> validate -> split -> SE -> ASR -> ASR on enhanced noisy audio (optional) -> NLU (gold text) -> bridge; a new cascadapt_backbones version."""
     md5 = tracked_data_version(data_root=data_root)
     manifest, manifest_path, _ = ingest(md5, slurp_jsonl=source_text, corpus_name=corpus_name, data_root=data_root, voices=voices, snrs=snrs, limit=limit, seed=seed)
     _, summary = validate_corpus(manifest_path, allow_unlabelled=True)
@@ -35,5 +36,6 @@ def pretrain_pipeline(
     cascade = init_cascade(asr=asr, se=se, seed=seed)
     cascade, _ = pretrain_se(cascade, train, nas_val, manifest_path, train_config=se_train, checkpoint_dir=checkpoint_dir)
     cascade, _ = pretrain_asr(cascade, train, nas_val, manifest_path, train_config=asr_train, checkpoint_dir=checkpoint_dir)
+    cascade, _ = pretrain_asr_enhanced(cascade, train, nas_val, manifest_path, train_config=asr_enhanced_train, checkpoint_dir=checkpoint_dir)
     cascade, _ = pretrain_nlu(cascade, slurp_jsonl=nlu_slurp_jsonl, train_config=nlu_train, split_seed=seed, checkpoint_dir=checkpoint_dir)
     pretrain_bridge(cascade, train, nas_val, manifest_path, train_config=bridge_train, checkpoint_dir=checkpoint_dir)

@@ -1,7 +1,7 @@
 """Pre-training of the cascade's modules on the source domain, one step a module.
 
 Each step trains one module of the cascade it is given and passes the cascade
-on, so the dashboard shows cascade_init -> +SE -> +ASR -> +NLU -> +bridge.
+on, so the dashboard shows cascade_init -> +SE -> +ASR -> +ASR on enhanced noisy audio -> +NLU -> +bridge.
 Checkpoints go to <checkpoint_dir>/<module>/<hash of the input weights>: a killed run,
 started again, resumes exactly (the steps before it come from the cache).
 """
@@ -57,6 +57,18 @@ def pretrain_asr(
 ) -> Tuple[Annotated[Cascade, "cascade_asr"], Annotated[HTMLString, "asr_curves"]]:
     tr, va = _speech(train, nas_val, manifest_path)
     curves = train_and_log("asr", lambda cb: recipes.train_asr(cascade.asr, tr, va, make_train_config(train_config, checkpoint_dir, "asr"), cb))
+    return cascade, curves
+
+
+@step
+def pretrain_asr_enhanced(
+    cascade: Cascade, train: pd.DataFrame, nas_val: pd.DataFrame, manifest_path: str, train_config: Optional[dict] = None, checkpoint_dir: Optional[str] = None
+) -> Tuple[Annotated[Cascade, "cascade_asr_enhanced"], Annotated[HTMLString, "asr_enhanced_curves"]]:
+    """The ASR continues on SE-enhanced noisy audio (multi-condition); skipped without a train_config."""
+    if train_config is None:
+        return cascade, HTMLString("<p>no multi-condition stage in this config</p>")
+    tr, va = _speech(train, nas_val, manifest_path)
+    curves = train_and_log("asr_enhanced", lambda cb: recipes.train_asr_enhanced(cascade, tr, va, make_train_config(train_config, checkpoint_dir, "asr_enhanced"), cb))
     return cascade, curves
 
 

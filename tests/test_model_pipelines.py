@@ -26,6 +26,7 @@ parameters:
   se: {{hidden: 32, layers: 1}}
   se_train: {{max_epochs: 1, batch_size: 8, progress: false}}
   asr_train: {{max_epochs: 1, batch_size: 8, progress: false}}
+  asr_enhanced_train: {{max_epochs: 1, batch_size: 8, progress: false}}
   nlu_train: {{max_epochs: 1, batch_size: 16, lr: 0.00005, progress: false}}
   bridge_train: {{max_epochs: 1, batch_size: 8, progress: false}}
 """
@@ -33,7 +34,7 @@ BASELINES = """
 parameters:
   target_slurp_jsonl: {sample}
   lm_text: {tmp}/lm.txt
-  finetune_train: {{max_epochs: 1, batch_size: 8, lr: 0.0002, progress: false}}
+  finetune_train: {{max_epochs: 1, batch_size: 8, lr: 0.0002, lr_scale: {{nlu.encoder.: 0.25}}, progress: false}}
 """
 
 INSPECT = textwrap.dedent(

@@ -317,3 +317,15 @@ def test_resume_with_buckets_and_schedule_is_bit_identical(tmp_path):
     model, data, _ = make_problem()
     with pytest.raises(ValueError, match="lengths"):
         train(model, noisy_mse, data, config(max_steps=1, bucket_by_length=True))
+
+
+def test_lr_scale_gives_each_prefix_its_learning_rate():
+    """lr_scale: one AdamW group per multiplier; a scale of 0 freezes, an unknown prefix is an error."""
+    model, data, _ = make_problem()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train(model, noisy_mse, data, config(max_steps=4, lr=0.01, lr_scale={"0.": 0.0, "3.weight": 0.5}))
+    after = model.state_dict()
+    assert torch.equal(before["0.weight"], after["0.weight"]) and torch.equal(before["0.bias"], after["0.bias"])
+    assert not torch.equal(before["3.weight"], after["3.weight"]) and not torch.equal(before["3.bias"], after["3.bias"])
+    with pytest.raises(ValueError, match=r"lr_scale prefixes match no parameter of Sequential: \['encoder.'\]"):
+        train(model, noisy_mse, data, config(max_steps=1, lr_scale={"encoder.": 0.1}))

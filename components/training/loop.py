@@ -57,6 +57,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps in total
     batch_size: int = 8
     lr: float = 1e-3  # default AdamW only
+    lr_scale: dict[str, float] = field(default_factory=dict)  # default AdamW only: parameter-name prefix -> lr multiplier (longest prefix wins)
     weight_decay: float = 0.0  # default AdamW only
     grad_clip: float | None = 5.0  # max global grad norm; None = no clipping
     seed: int = 0  # data order, and the global RNGs of a fresh (not resumed) run
@@ -187,10 +188,17 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig, optimizer: OptimizerArg)
         return optimizer
     if optimizer is not None:
         return optimizer(model)
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            prefix = max((k for k in cfg.lr_scale if name.startswith(k)), key=len, default=None)
+            groups.setdefault(cfg.lr_scale[prefix] if prefix is not None else 1.0, []).append(p)
+    if not groups:
         raise ValueError("the model has no parameter with requires_grad=True")
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    unused = [k for k in cfg.lr_scale if not any(n.startswith(k) for n, _ in model.named_parameters())]
+    if unused:
+        raise ValueError(f"lr_scale prefixes match no parameter of {type(model).__name__}: {unused}")
+    return torch.optim.AdamW([{"params": ps, "lr": cfg.lr * scale} for scale, ps in groups.items()], lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def _validate(model: nn.Module, val_fn: ValFn) -> dict[str, float]:

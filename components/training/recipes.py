@@ -67,6 +67,27 @@ def train_asr(asr: ConformerCTC, train_ds: SpeechDataset, val_ds: SpeechDataset,
     return train(asr, loss, train_ds, cfg, collate_fn=collate, val_fn=_val(val_ds, val, cfg), on_metrics=on_metrics)
 
 
+def train_asr_enhanced(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None) -> TrainResult:
+    """Multi-condition stage: the ASR continues on the noisy audio as the frozen SE enhances it,
+    which is what it hears inside the cascade. Only the ASR trains."""
+    for name, p in cascade.named_parameters():
+        p.requires_grad = name.startswith("asr.")
+
+    def loss(model, b):
+        with torch.no_grad():
+            audio = model.se(b["noisy"]) if model.se is not None else b["noisy"]
+        return ctc_loss(model.asr(audio, b["lengths"]), b["targets"], b["target_lengths"])
+
+    def val(model, b):
+        return {"val_loss": loss(model, b)}
+
+    try:
+        return train(cascade, loss, train_ds, cfg, collate_fn=collate, val_fn=_val(val_ds, val, cfg), on_metrics=on_metrics)
+    finally:
+        for p in cascade.parameters():
+            p.requires_grad = True
+
+
 class RecordDataset(Dataset):
     def __init__(self, records: Sequence[SlurpRecord]) -> None:
         self.records = list(records)
