@@ -2,7 +2,7 @@
 relative to full fine-tuning, inference latency relative to the frozen backbone, and our LoRA
 against peft's LoRA on the same model.
 
-    python benchmarks/adapters.py [--threads 2] [--repeats 15] [--device auto] [--out benchmarks/results/adapters.json]
+    python benchmarks/adapters.py [--threads 2] [--repeats 40] [--device auto] [--out benchmarks/results/adapters.json]
 
 Backbone: ConformerCTC(ASRConfig()) (d=144, 4 Conformer layers, 2.5M parameters), fresh weights
 (timing does not depend on them). Batch: 8 utterances of 2.5 s (white noise: the compute is
@@ -12,7 +12,7 @@ Train step = zero_grad + forward + CTC loss + backward + AdamW step over the tra
 parameters. Variants run round-robin, one step each per round, in a new random order every
 round (after 3 warm-up rounds), so a slow spell of this shared machine hits all of them alike;
 the figure is each variant's median and its ratio to full fine-tuning's median.
-Inference: eval mode, no_grad, forward on the same batch, same round-robin, ratio to the
+Inference: eval mode, no_grad, forward on the same batch, same round-robin (4 x --repeats rounds), ratio to the
 frozen backbone without adapters. ``lora_merged`` is LoRA with its update folded into the weights
 (adapter still on, tasks switchable); ``lora_merged_unloaded`` after merge_and_unload (the plain tree).
 
@@ -179,7 +179,7 @@ def training_memory(v: dict, b: dict, device: torch.device) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=15)
+    parser.add_argument("--repeats", type=int, default=40)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/adapters.json"))
     args = parser.parse_args()
@@ -203,7 +203,7 @@ def main() -> None:
     variants["lora_merged"] = {"model": merged}
     variants["lora_merged_unloaded"] = {"model": A.merge_and_unload(copy.deepcopy(variants["lora"]["model"]), "bench", "asr")}
     infer_names = [n for n in variants if n not in ("full", "head_only")]
-    latency = round_robin(infer_names, lambda n: infer(variants[n], b, device), args.repeats, seed=2)
+    latency = round_robin(infer_names, lambda n: infer(variants[n], b, device), 4 * args.repeats, seed=2)  # a forward is cheap: more rounds
     print("inference timed", flush=True)
 
     rows = {}
