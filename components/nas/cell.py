@@ -1,0 +1,129 @@
+"""A choice cell: one module of the cascade (or one block of it) chooses frozen, adapter or fine-tune.
+
+    candidate   what runs                                  what trains
+    frozen      the module as it is                        nothing (the search gives it a virtual cost)
+    adapter     the module with its adapter switched on    the adapter (components.adapters, inside the module)
+    finetune    the module with weights W + delta          delta, zero-init: starts equal to frozen
+
+The cell replaces the module in its parent and forwards attribute lookups to
+it (``cascade.asr.vocab`` keeps working). How the candidates combine is set by
+the search before each forward:
+
+    "hard"   weights (K,) is a one-hot with straight-through gradients (GDAS):
+             only the chosen candidate runs; its floating outputs are scaled
+             by weights[k] (value 1, gradient to the architecture logits)
+    "soft"   every candidate runs, outputs mixed by weights (DARTS, K x compute)
+    "fixed"  a derived architecture: candidate ``fixed`` alone, unscaled
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.utils._pytree as pytree
+from torch import nn
+from torch.func import functional_call
+
+from components.adapters import AdapterConfig, add_adapter
+from components.adapters.inject import adapter_named_parameters
+
+CANDIDATES = ("frozen", "adapter", "finetune")
+SEARCH_SPACES = {"NA": ("frozen", "adapter"), "NFA": ("frozen", "adapter", "finetune")}
+ADAPTER_NAME = "nas"
+
+
+class ChoiceCell(nn.Module):
+    def __init__(self, base: nn.Module, candidates: Sequence[str], adapter: AdapterConfig | None = None) -> None:
+        super().__init__()
+        unknown = [c for c in candidates if c not in CANDIDATES]
+        if unknown or not candidates or len(set(candidates)) != len(candidates):
+            raise ValueError(f"candidates must be distinct names from {CANDIDATES}, got {list(candidates)}")
+        if ("adapter" in candidates) != (adapter is not None):
+            raise ValueError("give an adapter config exactly when 'adapter' is a candidate")
+        self.base = base
+        self.candidates = tuple(candidates)
+        self.adapter = add_adapter(base, adapter, name=ADAPTER_NAME, tasks=["nas"]) if adapter is not None else None
+        adapter_ids = {id(p) for _, p in adapter_named_parameters(base, self.adapter)} if self.adapter is not None else set()
+        self.weight_names = [n for n, p in base.named_parameters() if id(p) not in adapter_ids]  # the backbone's own
+        self.delta = nn.ParameterDict()
+        if "finetune" in candidates:
+            for n in self.weight_names:
+                self.delta[_key(n)] = nn.Parameter(torch.zeros_like(base.get_parameter(n)))
+        self.mode = "fixed"
+        self.fixed = 0
+        self.weights: torch.Tensor | None = None  # (K,), set by the search
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return super().__getattr__(name)
+        except AttributeError:
+            if name == "base":
+                raise
+            return getattr(self.base, name)  # the wrapped module's attributes (cfg, vocab, stft, ...)
+
+    def candidate_parameters(self) -> dict[str, list[nn.Parameter]]:
+        """The parameters that train when each candidate is chosen."""
+        return {
+            "frozen": [],
+            "adapter": [p for _, p in adapter_named_parameters(self.base, self.adapter)] if self.adapter is not None else [],
+            "finetune": list(self.delta.values()),
+        }
+
+    def backbone_size(self) -> int:
+        """The module's own parameters: what fine-tuning it trains."""
+        return sum(self.base.get_parameter(n).numel() for n in self.weight_names)
+
+    def candidate_costs(self) -> dict[str, int]:
+        return {c: sum(p.numel() for p in ps) for c, ps in self.candidate_parameters().items() if c in self.candidates}
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.mode == "fixed":
+            return self._run(self.fixed, args, kwargs)
+        if self.weights is None or self.weights.shape != (len(self.candidates),):
+            raise RuntimeError(f"choice cell in mode {self.mode!r} needs weights of shape ({len(self.candidates)},) from the search")
+        if self.mode == "hard":
+            k = int(self.weights.argmax())
+            return _scale(self._run(k, args, kwargs), self.weights[k])
+        outs = [self._run(k, args, kwargs) for k in range(len(self.candidates))]
+        return _mix(outs, self.weights)
+
+    def _run(self, k: int, args: tuple, kwargs: dict) -> Any:
+        choice = self.candidates[k]
+        if self.adapter is not None:
+            self.adapter.active = choice == "adapter"
+        if choice != "finetune":
+            return self.base(*args, **kwargs)
+        weights = {n: self.base.get_parameter(n) + self.delta[_key(n)] for n in self.weight_names}
+        return functional_call(self.base, weights, args, kwargs, strict=False)
+
+    def extra_repr(self) -> str:
+        return f"candidates={self.candidates}, mode={self.mode!r}" + (f", fixed={self.candidates[self.fixed]!r}" if self.mode == "fixed" else "")
+
+
+def _key(name: str) -> str:
+    return name.replace(".", "__")  # ParameterDict keys cannot hold "."
+
+
+def _is_float(x: Any) -> bool:
+    return isinstance(x, torch.Tensor) and x.is_floating_point()
+
+
+def _scale(out: Any, w: torch.Tensor) -> Any:
+    return pytree.tree_map(lambda t: t * w.to(t.dtype) if _is_float(t) else t, out)
+
+
+def _mix(outs: list[Any], weights: torch.Tensor) -> Any:
+    """sum_k weights[k] * outs[k] over the floating tensors; everything else from the first candidate."""
+    flat = [pytree.tree_flatten(o) for o in outs]
+    spec = flat[0][1]
+    if any(s != spec for _, s in flat):
+        raise ValueError("candidates returned outputs of different structure")
+    mixed = []
+    for leaves in zip(*(f for f, _ in flat)):
+        if _is_float(leaves[0]):
+            mixed.append(sum(w.to(t.dtype) * t for w, t in zip(weights, leaves)))
+        else:
+            mixed.append(leaves[0])
+    return pytree.tree_unflatten(mixed, spec)

@@ -1,0 +1,125 @@
+"""Choice cells and architecture weights on tiny modules: one-hot equals the chosen candidate,
+straight-through gradients reach the logits, stage-2 training touches only the chosen candidate,
+the penalty moves the search toward fewer parameters as lambda grows, derive is stable."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+from components import adapters as A
+from components.nas import Architecture, ChoiceCell, temperature
+from tests.test_adapters import TinyASR
+
+
+def tiny_cell(space=("frozen", "adapter", "finetune")):
+    torch.manual_seed(0)
+    model = TinyASR().eval()
+    cell = ChoiceCell(model, space, A.PfeifferConfig(reduction_factor=4) if "adapter" in space else None)
+    with torch.no_grad():  # non-trivial adapter and delta, so the candidates differ
+        for p in cell.candidate_parameters()["adapter"]:
+            p.add_(torch.randn_like(p) * 0.3)
+        for p in cell.delta.values():
+            p.add_(torch.randn_like(p) * 0.05)
+    return cell
+
+
+def candidate_output(cell: ChoiceCell, choice: str, x, lengths):
+    cell.mode, cell.fixed = "fixed", cell.candidates.index(choice)
+    return cell(x, lengths)
+
+
+@pytest.mark.parametrize("mode", ["hard", "soft"])
+def test_one_hot_weights_give_the_chosen_candidate(mode):
+    cell = tiny_cell()
+    x, lengths = torch.randn(2, 10, 16), torch.tensor([10, 7])
+    outs = {c: candidate_output(cell, c, x, lengths) for c in cell.candidates}
+    assert not torch.allclose(outs["frozen"], outs["adapter"]) and not torch.allclose(outs["frozen"], outs["finetune"])
+    for k, c in enumerate(cell.candidates):
+        cell.mode, cell.weights = mode, nn.functional.one_hot(torch.tensor(k), 3).float()
+        torch.testing.assert_close(cell(x, lengths), outs[c], rtol=0, atol=1e-6)
+
+
+def test_finetune_starts_equal_to_frozen_and_attributes_pass_through():
+    torch.manual_seed(0)
+    model = TinyASR().eval()
+    reference = model(torch.ones(1, 4, 16), torch.tensor([4]))
+    cell = ChoiceCell(model, ("frozen", "finetune"))
+    out = candidate_output(cell, "finetune", torch.ones(1, 4, 16), torch.tensor([4]))
+    torch.testing.assert_close(out, reference, rtol=0, atol=1e-6)
+    assert cell.head is model.head and cell.backbone_size() == sum(p.numel() for p in model.parameters())
+
+
+def test_straight_through_gradients_reach_the_logits():
+    cell = tiny_cell()
+    arch = Architecture({"asr": cell})
+    torch.manual_seed(1)
+    weights = arch.sample(tau=1.0, hard=True)
+    assert weights.sum() == 1 and weights.max() == 1
+    cell(torch.randn(2, 10, 16), torch.tensor([10, 7])).square().mean().backward()
+    assert arch.alpha.grad is not None and arch.alpha.grad.abs().sum() > 0
+
+
+def test_stage_two_trains_only_the_chosen_candidate():
+    cell = tiny_cell()
+    arch = Architecture({"asr": cell})
+    arch.fix({"asr": "adapter"})
+    cell(torch.randn(2, 10, 16), torch.tensor([10, 7])).square().mean().backward()
+    params = cell.candidate_parameters()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in params["adapter"])
+    assert all(p.grad is None for p in params["finetune"])
+
+
+def test_penalty_moves_the_search_toward_fewer_parameters():
+    """Deterministic: per-candidate losses favour fine-tuning; a growing lambda moves the optimum to cheaper candidates."""
+    task_loss = torch.tensor([[1.0, 0.6, 0.5]])  # frozen, adapter, finetune
+    chosen = {}
+    for lam in (0.0, 2.0, 50.0):
+        arch = Architecture({"asr": tiny_cell()}, frozen_cost=0.0)
+        opt = torch.optim.Adam([arch.alpha], lr=0.1)
+        for _ in range(200):
+            opt.zero_grad()
+            ((arch.probabilities() * task_loss).sum() + arch.penalty(lam)).backward()
+            opt.step()
+        chosen[lam] = arch.derive()["asr"]
+        expected = arch.expected_parameters().item()
+        chosen[f"params@{lam}"] = expected
+    assert chosen[0.0] == "finetune" and chosen[50.0] == "frozen"
+    assert chosen["params@0.0"] > chosen["params@2.0"] > chosen["params@50.0"]
+
+
+def test_frozen_virtual_cost_counts_in_the_penalty():
+    free = Architecture({"asr": tiny_cell()}, frozen_cost=0.0)
+    costly = Architecture({"asr": tiny_cell()}, frozen_cost=0.5)
+    assert free.costs[0, 0] == 0 and costly.costs[0, 0] == 0.5 * costly.full_params
+    assert costly.penalty(1.0) > free.penalty(1.0)
+
+
+def test_derive_is_stable_and_exports_json():
+    arch = Architecture({"se": tiny_cell(), "asr": tiny_cell()})
+    with torch.no_grad():
+        arch.alpha.copy_(torch.tensor([[0.1, 2.0, 0.3], [0.0, 0.1, 0.2]]))
+    first = arch.derive()
+    for _ in range(3):
+        arch.sample(tau=0.5)  # sampling never changes the derived architecture
+    assert arch.derive() == first == {"se": "adapter", "asr": "finetune"}
+    exported = json.loads(arch.to_json(history=[arch.probabilities().tolist()]))
+    assert exported["architecture"] == first and len(exported["history"]) == 1
+    assert 0 < exported["trainable_fraction"] < 1.1
+
+
+def test_temperature_anneals_from_max_to_min():
+    assert temperature(0, 100) == pytest.approx(5.0) and temperature(100, 100) == pytest.approx(0.5)
+    assert temperature(50, 100) == pytest.approx((5.0 * 0.5) ** 0.5) and temperature(500, 100) == pytest.approx(0.5)
+
+
+def test_bad_cells_are_refused():
+    with pytest.raises(ValueError, match="candidates must be distinct"):
+        ChoiceCell(nn.Linear(2, 2), ("frozen", "pruned"))
+    with pytest.raises(ValueError, match="adapter config exactly when"):
+        ChoiceCell(nn.Linear(2, 2), ("frozen", "adapter"))
+    with pytest.raises(ValueError, match="same candidates"):
+        Architecture({"a": ChoiceCell(TinyASR(), ("frozen", "finetune")), "b": ChoiceCell(TinyASR(), ("frozen",))})
