@@ -338,3 +338,8 @@ def test_adapters_come_off_in_any_order():
     A.remove_adapter(model, "lora")
     assert not any(isinstance(m, A.AdapterLayer) for m in model.modules())
     torch.testing.assert_close(model.net(input_ids=ids).last_hidden_state, reference, rtol=0, atol=0)
+
+
+def test_a_sequential_root_is_refused():
+    with pytest.raises(TypeError, match="not a Sequential .* wrap it in a module"):
+        A.add_adapter(nn.Sequential(nn.Linear(2, 2)), A.LoraConfig(target_modules=["0"]))

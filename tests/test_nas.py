@@ -123,3 +123,63 @@ def test_bad_cells_are_refused():
         ChoiceCell(nn.Linear(2, 2), ("frozen", "adapter"))
     with pytest.raises(ValueError, match="same candidates"):
         Architecture({"a": ChoiceCell(TinyASR(), ("frozen", "finetune")), "b": ChoiceCell(TinyASR(), ("frozen",))})
+
+
+class Regression(torch.utils.data.Dataset):
+    """y = x @ W_true: the random backbone is far off, fine-tuning fits it, an adapter partly."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        g = torch.Generator().manual_seed(seed)
+        self.x = torch.randn(n, 4, generator=g)
+        self.y = self.x @ torch.randn(4, 4, generator=torch.Generator().manual_seed(99))
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "y": self.y[i]}
+
+
+class MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(4, 16), nn.Linear(16, 4)
+
+    def forward(self, x):
+        return self.fc2(torch.relu(self.fc1(x)))
+
+
+def mlp_problem(space=("frozen", "adapter", "finetune")):
+    torch.manual_seed(0)
+    model = nn.Module()
+    model.body = ChoiceCell(MLP(), space, A.BottleneckConfig(target_modules=["fc1"], reduction_factor=4))
+    return model, Architecture({"body": model.body})
+
+
+def mse(model, batch):
+    return (model.body(batch["x"]) - batch["y"]).square().mean()
+
+
+@pytest.mark.parametrize("lam, expected", [(0.0, "finetune"), (200.0, "frozen")])
+def test_search_follows_the_loss_and_the_penalty(lam, expected):
+    from components.nas import SearchConfig, search
+
+    model, arch = mlp_problem()
+    cfg = SearchConfig(epochs=12, warmup_epochs=2, batch_size=16, lam=lam, arch_lr=0.05, weight_lr=0.01, record_every=5, progress=False, device="cpu")
+    result = search(model, arch, mse, Regression(128, 0), Regression(64, 1), cfg)
+    assert result.architecture == {"body": expected}
+    assert result.steps == 12 * 8 and len(result.history) == result.steps // 5 + (result.steps % 5 > 0)
+    assert "val_loss" not in result.history[0] and "penalty" in result.history[-1]  # warm-up: weights only
+
+
+def test_two_stage_trains_only_the_derived_candidates(tmp_path):
+    from components.nas import train_derived
+    from components.training.loop import TrainConfig
+
+    model, arch = mlp_problem()
+    delta_before = [p.clone() for p in model.body.delta.values()]
+    adapter_before = [p.clone() for p in model.body.candidate_parameters()["adapter"]]
+    train_derived(model, arch, {"body": "adapter"}, mse, Regression(64, 0), TrainConfig(max_epochs=2, batch_size=16, lr=0.01, progress=False, device="cpu"))
+    assert all(torch.equal(a, b) for a, b in zip(delta_before, model.body.delta.values()))
+    assert any(not torch.equal(a, b) for a, b in zip(adapter_before, model.body.candidate_parameters()["adapter"]))
+    assert model.body.mode == "fixed" and model.body.candidates[model.body.fixed] == "adapter"

@@ -61,6 +61,8 @@ def _match(glob: str, paths: list[str]) -> set[str]:
 def add_adapter(model: nn.Module, config: AdapterConfig, name: str = "default", tasks: Iterable[str] = ("default",)) -> AdapterMethod:
     """Wrap the modules ``config.target_modules`` names; returns the method (also ``model.adapters[name]``)."""
     config.validate()
+    if isinstance(model, (nn.Sequential, nn.ModuleList, nn.ModuleDict)):
+        raise TypeError(f"add_adapter needs a model that is not a {type(model).__name__} (it would run the adapters as a layer); wrap it in a module")
     holder = getattr(model, ADAPTERS, None)
     if holder is not None and not isinstance(holder, nn.ModuleDict):
         raise ValueError(f"{type(model).__name__} already has an attribute {ADAPTERS!r} that is not an adapter holder")

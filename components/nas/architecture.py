@@ -29,7 +29,7 @@ class Architecture(nn.Module):
             raise ValueError(f"every cell must have the same candidates, got {sorted(spaces)}")
         self.names = list(cells)
         self.candidates = next(iter(spaces))
-        self._cells = dict(cells)  # not submodules: they live in the model
+        self.cells = dict(cells)  # a plain dict, not submodules: the cells live in the model
         self.alpha = nn.Parameter(torch.zeros(len(cells), len(self.candidates)))  # uniform start
         full = [cell.backbone_size() for cell in cells.values()]
         costs = []
@@ -46,7 +46,7 @@ class Architecture(nn.Module):
         """Draw cell weights and hand them to the cells; returns them (n_cells, K)."""
         weights = F.gumbel_softmax(self.alpha, tau=tau, hard=hard, dim=-1)
         for i, name in enumerate(self.names):
-            cell = self._cells[name]
+            cell = self.cells[name]
             cell.mode, cell.weights = ("hard" if hard else "soft"), weights[i]
         return weights
 
@@ -68,7 +68,7 @@ class Architecture(nn.Module):
         if missing:
             raise ValueError(f"no choice for cells {sorted(missing)}")
         for name in self.names:
-            cell = self._cells[name]
+            cell = self.cells[name]
             if choices[name] not in cell.candidates:
                 raise ValueError(f"cell {name!r}: {choices[name]!r} is not one of {cell.candidates}")
             cell.mode, cell.fixed, cell.weights = "fixed", cell.candidates.index(choices[name]), None

@@ -1,0 +1,162 @@
+"""First-order DARTS search with Gumbel sampling, then the two-stage training's second stage.
+
+Stage 1 (``search``), per train batch:
+    weight step   sample an architecture (no gradient to alpha), task loss on the train batch,
+                  AdamW on the candidates' parameters (adapters, fine-tune deltas) and ``extra``
+    arch step     (after ``warmup_epochs``) sample again, task loss on a nas_val batch +
+                  lambda x expected parameters / full fine-tuning's, Adam on alpha only
+The temperature anneals from tau_max to tau_min over the steps after warm-up. During
+warm-up alpha is uniform, so every candidate's weights get trained before they compete.
+
+Stage 2 (``train_derived``): the derived architecture fixed, only the chosen candidates'
+parameters (and ``extra``) train, with the shared training loop (checkpoints, early stopping).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+from components.nas.architecture import Architecture, temperature
+from components.training.loop import TrainConfig, TrainResult, resolve_device, to_device, train
+
+
+@dataclass
+class SearchConfig:
+    epochs: int = 3
+    warmup_epochs: int = 1  # weights only: alpha stays uniform
+    max_steps: int | None = None  # cut the search short (demo, tests)
+    batch_size: int = 8
+    weight_lr: float = 1e-3  # AdamW on adapters, deltas and extra parameters
+    arch_lr: float = 3e-3  # Adam on alpha (DARTS: betas 0.5, 0.999)
+    arch_weight_decay: float = 1e-3
+    lam: float = 1.0  # parameter penalty weight
+    tau_max: float = 5.0
+    tau_min: float = 0.5
+    hard: bool = True  # straight-through one-hot (runs one candidate) vs soft mixture (runs all)
+    grad_clip: float | None = 5.0
+    seed: int = 0
+    device: str = "auto"
+    record_every: int = 10  # steps between history records (architecture probabilities)
+    progress: bool = True
+
+
+@dataclass
+class SearchResult:
+    architecture: dict[str, str]
+    history: list[dict] = field(default_factory=list)  # {step, epoch, tau, probabilities, train_loss, val_loss, penalty}
+    steps: int = 0
+
+
+LossFn = Callable[[nn.Module, Any], Any]
+
+
+def _loss(out: Any) -> torch.Tensor:
+    return out[0] if isinstance(out, tuple) else out
+
+
+def search(
+    model: nn.Module,
+    arch: Architecture,
+    loss_fn: LossFn,
+    train_set: Dataset,
+    val_set: Dataset,
+    cfg: SearchConfig,
+    collate_fn=None,
+    extra: Iterable[nn.Parameter] = (),
+    on_record: Callable[[dict], None] | None = None,
+) -> SearchResult:
+    device = resolve_device(cfg.device)
+    model.to(device)
+    arch.to(device)
+    torch.manual_seed(cfg.seed)
+    weights = _unique([p for cell in arch.cells.values() for ps in cell.candidate_parameters().values() for p in ps] + list(extra))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in weights:
+        p.requires_grad_(True)
+    weight_opt = torch.optim.AdamW(weights, lr=cfg.weight_lr)
+    arch_opt = torch.optim.Adam([arch.alpha], lr=cfg.arch_lr, betas=(0.5, 0.999), weight_decay=cfg.arch_weight_decay)
+    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate_fn, generator=torch.Generator().manual_seed(cfg.seed))
+    val_batches = itertools.cycle(DataLoader(val_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate_fn, generator=torch.Generator().manual_seed(cfg.seed + 1)))
+    total = cfg.epochs * len(loader) if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * len(loader))
+    warmup = min(cfg.warmup_epochs * len(loader), total)
+    result = SearchResult(architecture=arch.derive())
+    step = 0
+    bar = tqdm(total=total, desc="search", disable=not cfg.progress)
+    model.train()
+    while step < total:
+        epoch = step // len(loader)
+        for batch in loader:
+            if step >= total:
+                break
+            tau = temperature(max(0, step - warmup), total - warmup, cfg.tau_max, cfg.tau_min)
+            with torch.no_grad():
+                arch.sample(tau, cfg.hard)
+            weight_opt.zero_grad(set_to_none=True)
+            train_loss = _loss(loss_fn(model, to_device(batch, device)))
+            if train_loss.requires_grad:  # every sampled cell frozen (and no extra): nothing to train this step
+                train_loss.backward()
+                if cfg.grad_clip:
+                    nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
+                weight_opt.step()
+            record = {"step": step + 1, "epoch": epoch + 1, "tau": tau, "train_loss": float(train_loss.detach())}
+            if step >= warmup:
+                arch_opt.zero_grad(set_to_none=True)
+                arch.sample(tau, cfg.hard)
+                val_loss = _loss(loss_fn(model, to_device(next(val_batches), device)))
+                penalty = arch.penalty(cfg.lam)
+                (val_loss + penalty).backward()
+                arch_opt.step()
+                weight_opt.zero_grad(set_to_none=True)  # the arch step's weight gradients are not used
+                record |= {"val_loss": float(val_loss.detach()), "penalty": float(penalty.detach())}
+            step += 1
+            bar.update(1)
+            if step % cfg.record_every == 0 or step == total:
+                record["probabilities"] = arch.probabilities().tolist()
+                result.history.append(record)
+                if on_record is not None:
+                    on_record(record)
+    bar.close()
+    result.architecture, result.steps = arch.derive(), step
+    return result
+
+
+def train_derived(
+    model: nn.Module,
+    arch: Architecture,
+    choices: Mapping[str, str],
+    loss_fn: LossFn,
+    train_set: Dataset,
+    cfg: TrainConfig,
+    collate_fn=None,
+    val_fn=None,
+    extra: Iterable[nn.Parameter] = (),
+    on_metrics=None,
+) -> TrainResult:
+    """Stage 2: the architecture fixed to ``choices``; only the chosen candidates' parameters (and extra) train."""
+    arch.fix(choices)
+    chosen = _unique([p for name, cell in arch.cells.items() for p in cell.candidate_parameters()[choices[name]]] + list(extra))
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for p in chosen:
+        p.requires_grad_(True)
+    if not chosen:
+        raise ValueError("the derived architecture trains nothing (every cell frozen and no extra parameters)")
+    return train(model, loss_fn, train_set, cfg, collate_fn=collate_fn, val_fn=val_fn, on_metrics=on_metrics)
+
+
+def _unique(params: list[nn.Parameter]) -> list[nn.Parameter]:
+    seen, out = set(), []
+    for p in params:
+        if id(p) not in seen:
+            seen.add(id(p))
+            out.append(p)
+    return out
