@@ -183,3 +183,49 @@ def test_two_stage_trains_only_the_derived_candidates(tmp_path):
     assert all(torch.equal(a, b) for a, b in zip(delta_before, model.body.delta.values()))
     assert any(not torch.equal(a, b) for a, b in zip(adapter_before, model.body.candidate_parameters()["adapter"]))
     assert model.body.mode == "fixed" and model.body.candidates[model.body.fixed] == "adapter"
+
+
+@pytest.fixture(scope="module")
+def speech(slurp_jsonl, tmp_path_factory):
+    from components.data.corpus import CorpusConfig, build_corpus
+    from components.data.dataset import SpeechDataset
+    from components.data.manifest import read_manifest
+    from components.data.slurp import read_slurp
+    from components.data.speakers import Speaker
+
+    out = tmp_path_factory.mktemp("nas")
+    records = [r for r in read_slurp(slurp_jsonl) if r.entities][:4]
+    manifest = build_corpus(records, out, CorpusConfig([Speaker("espeak-ng", "en-us")], snrs=[10.0], noise_kinds=["pink"], workers=2), progress=False)
+    return SpeechDataset(read_manifest(manifest), out)
+
+
+def test_search_on_the_cascade_runs_every_module(speech):
+    """The real cascade: cells on SE, ASR and NLU, a short search and stage 2; frozen cells equal the plain cascade."""
+    from components.data.dataset import collate
+    from components.models.asr import ASRConfig, ConformerCTC
+    from components.models.cascade import Cascade, cascade_loss
+    from components.models.nlu import NluLabels, build_nlu
+    from components.models.se import MaskEnhancer
+    from components.nas import SearchConfig, attach_cells, glue_parameters, search, train_derived
+    from components.training.loop import TrainConfig
+
+    torch.manual_seed(0)
+    labels = NluLabels.from_label_set()
+    cascade = Cascade(MaskEnhancer(), ConformerCTC(ASRConfig(d_model=96, ffn=256, layers=2, heads=4, dropout=0.0)), build_nlu(labels), labels).eval()
+    batch = collate([speech[i] for i in range(len(speech))])
+    with torch.no_grad():
+        plain = cascade(batch["noisy"], batch["lengths"])["nlu"]["scenario_logits"]
+    cells = attach_cells(cascade, "NFA")
+    arch = Architecture(cells)
+    arch.fix({name: "frozen" for name in cells})
+    with torch.no_grad():
+        torch.testing.assert_close(cascade(batch["noisy"], batch["lengths"])["nlu"]["scenario_logits"], plain, rtol=0, atol=1e-5)
+
+    alpha = arch.alpha.detach().clone()
+    cfg = SearchConfig(epochs=1, warmup_epochs=0, batch_size=2, progress=False, device="cpu", record_every=1)
+    result = search(cascade, arch, cascade_loss, speech, speech, cfg, collate_fn=collate, extra=glue_parameters(cascade))
+    assert set(result.architecture) == {"se", "asr", "nlu"} and result.steps == 2 and len(result.history) == 2
+    assert not torch.equal(alpha, arch.alpha.detach())
+    train_derived(cascade, arch, {"se": "frozen", "asr": "adapter", "nlu": "finetune"}, cascade_loss, speech,
+                  TrainConfig(max_steps=1, batch_size=2, progress=False, device="cpu"), collate_fn=collate, extra=glue_parameters(cascade))
+    assert cascade.asr.mode == "fixed" and not any(p.requires_grad for p in cascade.se.parameters())
