@@ -199,7 +199,7 @@ def speech(slurp_jsonl, tmp_path_factory):
     return SpeechDataset(read_manifest(manifest), out)
 
 
-def test_search_on_the_cascade_runs_every_module(speech):
+def test_search_on_the_cascade_runs_every_module(speech, tmp_path):
     """The real cascade: cells on SE, ASR and NLU, a short search and stage 2; frozen cells equal the plain cascade."""
     from components.data.dataset import collate
     from components.models.asr import ASRConfig, ConformerCTC
@@ -229,3 +229,14 @@ def test_search_on_the_cascade_runs_every_module(speech):
     train_derived(cascade, arch, {"se": "frozen", "asr": "adapter", "nlu": "finetune"}, cascade_loss, speech,
                   TrainConfig(max_steps=1, batch_size=2, progress=False, device="cpu"), collate_fn=collate, extra=glue_parameters(cascade))
     assert cascade.asr.mode == "fixed" and not any(p.requires_grad for p in cascade.se.parameters())
+
+    # a searched cascade saves and loads like any cascade (safetensors + JSON), cells and choices included
+    from components.models.cascade import load_cascade, save_cascade
+
+    cascade.eval()
+    with torch.no_grad():
+        expected = cascade(batch["noisy"], batch["lengths"])["nlu"]["scenario_logits"]
+    loaded = load_cascade(save_cascade(cascade, tmp_path / "searched"))
+    assert isinstance(loaded.asr, ChoiceCell) and loaded.asr.candidates[loaded.asr.fixed] == "adapter"
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(batch["noisy"], batch["lengths"])["nlu"]["scenario_logits"], expected, rtol=0, atol=1e-5)

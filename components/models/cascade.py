@@ -225,6 +225,11 @@ def save_cascade(model: Cascade, directory: str | Path) -> Path:
         "asr": model.asr.cfg.to_dict(),
         "labels": model.labels.to_dict(),
     }
+    from components.nas.cascade import cells_config  # here, not at the top: nas builds on this module
+
+    cells = cells_config(model)
+    if cells is not None:
+        config["cells"] = cells  # architecture-search cells (adapters, fine-tune deltas) to rebuild before loading
     save_state_dict(model, directory / "cascade.safetensors")
     (directory / "cascade.json").write_text(json.dumps(config, indent=1) + "\n")
     return directory
@@ -240,5 +245,9 @@ def load_cascade(directory: str | Path, device: str | torch.device = "cpu") -> C
     labels = NluLabels.from_dict(config["labels"])
     se = MaskEnhancer(SEConfig(**config["se"])) if config["se"] else None
     model = Cascade(se, ConformerCTC(ASRConfig(**config["asr"])), build_nlu(labels, pretrained=False), labels)
+    if config.get("cells"):
+        from components.nas.cascade import restore_cells
+
+        restore_cells(model, config["cells"])
     load_state_dict_file(model, directory / "cascade.safetensors", device=device)
     return model.to(device).eval()

@@ -33,6 +33,7 @@ def attach_cells(
     if space not in SEARCH_SPACES:
         raise ValueError(f"unknown search space {space!r}; use one of {sorted(SEARCH_SPACES)}")
     specs = {**DEFAULT_ADAPTERS, **(adapters or {})}
+    cascade.nas_spec = {"space": space, "adapters": {m: specs[m] for m in modules}, "modules": list(modules)}  # for save_cascade
     cells = {}
     for name in modules:
         base = getattr(cascade, name, None)
@@ -50,3 +51,24 @@ def attach_cells(
 def glue_parameters(cascade: Cascade) -> list[nn.Parameter]:
     """Parameters that train in every system: the bridge."""
     return list(cascade.bridge.parameters())
+
+
+def cells_config(cascade: Cascade) -> dict | None:
+    """What save_cascade records to rebuild the cells: how they were attached and each one's fixed choice."""
+    spec = getattr(cascade, "nas_spec", None)
+    if spec is None:
+        return None
+    fixed = {}
+    for name in spec["modules"]:
+        cell = getattr(cascade, name, None)
+        if isinstance(cell, ChoiceCell):
+            fixed[name] = cell.candidates[cell.fixed] if cell.mode == "fixed" else None
+    return {**spec, "fixed": fixed}
+
+
+def restore_cells(cascade: Cascade, config: dict) -> None:
+    """attach_cells as recorded by cells_config (before loading the weights), then each cell's fixed choice."""
+    cells = attach_cells(cascade, config["space"], config["adapters"], config["modules"])
+    for name, choice in config["fixed"].items():
+        if choice is not None:
+            cells[name].mode, cells[name].fixed = "fixed", cells[name].candidates.index(choice)
