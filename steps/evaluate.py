@@ -8,6 +8,7 @@ from zenml import log_metadata, step
 from components.data.dataset import SpeechDataset
 from components.metrics.params import count_parameters
 from components.models.cascade import Cascade
+from components.nas.cascade import trainable_parameters as nas_trainable_parameters
 from components.training.recipes import evaluate_cascade, evaluate_external_asr
 from steps.materializers import CascadeMaterializer  # noqa: F401  (registers the materializer for Cascade)
 
@@ -25,7 +26,8 @@ def evaluate(
     """WER/CER and SLURP metrics on the test split; predictions as SLURP-format jsonl (with transcripts).
 
     trained_modules: the cascade modules the system trained on the target domain (for the
-    trainable-parameter count: none for frozen, all four for full fine-tuning).
+    trainable-parameter count: none for frozen, all four for full fine-tuning). A searched
+    cascade counts what its architecture trains instead.
     lm_text: sentences (SLURP's lm.txt) for a lexicon + trigram LM beam search (text mode only).
     """
     beam = None
@@ -38,7 +40,10 @@ def evaluate(
     if beam is not None:
         mode = "text+beam"
     counts = count_parameters(cascade)
-    trainable = sum(counts["per_module"][m]["total"] for m in trained_modules if m in counts["per_module"])
+    if getattr(cascade, "nas_spec", None):  # a searched cascade knows what its architecture trains
+        trainable = nas_trainable_parameters(cascade)
+    else:
+        trainable = sum(counts["per_module"][m]["total"] for m in trained_modules if m in counts["per_module"])
     metrics = {"system": system, "mode": mode, **metrics, "trainable_parameters": trainable, "total_parameters": counts["total"]}
     log_metadata({k: v for k, v in metrics.items() if isinstance(v, (int, float, str))})
     lines = [

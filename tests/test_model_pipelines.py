@@ -1,4 +1,4 @@
-"""Pre-training and the baselines as real ZenML runs (isolated store), then predict + score on the result."""
+"""Pre-training, the baselines and the architecture search as real ZenML runs (isolated store), then predict + score."""
 
 import json
 import os
@@ -36,6 +36,13 @@ parameters:
   lm_text: {tmp}/lm.txt
   finetune_train: {{max_epochs: 1, batch_size: 8, lr: 0.0002, lr_scale: {{nlu.encoder.: 0.25}}, progress: false}}
 """
+NAS = """
+parameters:
+  target_slurp_jsonl: {sample}
+  finetune_train: {{max_epochs: 1, batch_size: 8, lr: 0.0002, lr_scale: {{nlu.encoder.: 0.25}}, progress: false}}
+  stage2_train: {{max_epochs: 1, batch_size: 8, lr: 0.001, progress: false}}
+  search_config: {{epochs: 2, warmup_epochs: 1, batch_size: 8, record_every: 1, progress: false}}
+"""
 
 INSPECT = textwrap.dedent(
     """
@@ -45,6 +52,8 @@ INSPECT = textwrap.dedent(
     backbones = c.get_model_version("cascadapt_backbones", None)
     baselines = c.get_model_version("cascadapt_baselines", None)
     run = c.list_pipeline_runs(pipeline_name="baseline_pipeline", size=1, sort_by="desc:created").items[0]
+    nas = c.get_model_version("cascadapt_nas", None)
+    nas_run = c.list_pipeline_runs(pipeline_name="nas_pipeline", size=1, sort_by="desc:created").items[0]
     table = run.steps["results_table"].outputs["results"][0].load()
     json.dump({
         "backbone_artifact": backbones.get_artifact("pretrained_cascade") is not None,
@@ -52,6 +61,10 @@ INSPECT = textwrap.dedent(
         "rows": table.to_dict("records"),
         "input_backbone": str(run.steps["evaluate_frozen"].inputs["cascade"][0].id),
         "backbone_id": str(backbones.get_artifact("pretrained_cascade").id),
+        "nas_rows": nas_run.steps["nas_results_table"].outputs["nas_results"][0].load().to_dict("records"),
+        "nas_architecture": nas.get_artifact("nas_architecture").load(),
+        "nas_cascade": nas.get_artifact("nas_cascade") is not None,
+        "weights_plot": "data:image/png" in nas_run.steps["search_nfa"].outputs["architecture_weights"][0].load(),
     }, sys.stdout)
     """
 )
@@ -65,7 +78,7 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     versioning.dvc(root, "remote", "add", "-d", "local", str(tmp_path / "remote"))
     (tmp_path / "lm.txt").write_text("".join(json.loads(line)["sentence"] + "\n" for line in SAMPLE.read_text().splitlines()))
     env = {**os.environ, "ZENML_CONFIG_PATH": str(tmp_path / "zenml"), "ZENML_ANALYTICS_OPT_IN": "false"}
-    for name, body in (("pretrain", PRETRAIN), ("baseline", BASELINES)):
+    for name, body in (("pretrain", PRETRAIN), ("baseline", BASELINES), ("nas", NAS)):
         config = tmp_path / f"{name}.yaml"
         config.write_text(body.format(sample=SAMPLE, tmp=tmp_path) + COMMON.format(root=root))
         proc = subprocess.run([f"{BIN}/zenml", "pipeline", "run", f"pipelines.{name}_pipeline.{name}_pipeline", "-c", str(config)], cwd=REPO, env=env, capture_output=True, text=True)
@@ -83,6 +96,15 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     assert rows[("full_finetuning", "e2e")]["trainable_parameters"] == rows[("full_finetuning", "e2e")]["total_parameters"] > 20_000_000
     for r in rows.values():
         assert 0 <= r["intent_acc"] <= 1 and r["n"] > 0
+
+    # the architecture search and its baselines on the same data
+    nas_rows = {r["system"]: r for r in found["nas_rows"]}
+    assert list(nas_rows) == ["frozen", "full_finetuning", "full_plugging", "NA", "NFA_one_stage", "NFA_two_stage"]
+    assert nas_rows["full_finetuning"]["trainable_pct"] == 100 and nas_rows["frozen"]["trainable_pct"] == 0
+    assert 0 < nas_rows["full_plugging"]["trainable_pct"] < 10  # adapters everywhere (+ the bridge)
+    architecture = found["nas_architecture"]
+    assert set(architecture["architecture"]) == {"se", "asr", "nlu"} and set(architecture["architecture"].values()) <= {"frozen", "adapter", "finetune"}
+    assert len(architecture["history"]) > 0 and found["nas_cascade"] and found["weights_plot"]
 
     # the public commands on the fine-tuned model version
     out = tmp_path / "predictions.jsonl"

@@ -240,3 +240,14 @@ def test_search_on_the_cascade_runs_every_module(speech, tmp_path):
     assert isinstance(loaded.asr, ChoiceCell) and loaded.asr.candidates[loaded.asr.fixed] == "adapter"
     with torch.no_grad():
         torch.testing.assert_close(loaded(batch["noisy"], batch["lengths"])["nlu"]["scenario_logits"], expected, rtol=0, atol=1e-5)
+
+
+def test_plots_and_pareto_front():
+    from components.nas.plots import architecture_weights_html, pareto_front, pareto_html
+
+    history = [{"step": s, "probabilities": [[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]} for s in (1, 2, 3)]
+    assert architecture_weights_html(history, ["se", "asr"], ["frozen", "adapter", "finetune"]).count("data:image/png;base64,") == 1
+    points = [{"label": "a", "trainable_pct": 1.0, "nlu_cer": 0.3}, {"label": "b", "trainable_pct": 5.0, "nlu_cer": 0.2},
+              {"label": "c", "trainable_pct": 6.0, "nlu_cer": 0.25}, {"label": "full", "trainable_pct": 100.0, "nlu_cer": 0.19}]
+    assert [p["label"] for p in pareto_front(points, "nlu_cer")] == ["a", "b", "full"]
+    assert "<img" in pareto_html(points)

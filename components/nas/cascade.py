@@ -72,3 +72,15 @@ def restore_cells(cascade: Cascade, config: dict) -> None:
     for name, choice in config["fixed"].items():
         if choice is not None:
             cells[name].mode, cells[name].fixed = "fixed", cells[name].candidates.index(choice)
+
+
+def trainable_parameters(cascade: Cascade) -> int:
+    """What the cascade's fixed architecture trains: each cell's chosen candidate, plus the glue."""
+    total = sum(p.numel() for p in glue_parameters(cascade))
+    for name in getattr(cascade, "nas_spec", {}).get("modules", []):
+        cell = getattr(cascade, name, None)
+        if isinstance(cell, ChoiceCell):
+            if cell.mode != "fixed":
+                raise ValueError(f"cascade.{name} has no fixed architecture yet (mode {cell.mode!r})")
+            total += sum(p.numel() for p in cell.candidate_parameters()[cell.candidates[cell.fixed]])
+    return total

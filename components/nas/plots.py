@@ -1,0 +1,50 @@
+"""Architecture weights over the search and the error-vs-parameters Pareto front, as HTML with a PNG."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
+
+
+def _page(fig, title: str) -> str:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=90)
+    plt.close(fig)
+    png = base64.b64encode(buf.getvalue()).decode()
+    return f"<html><body><h2>{html.escape(title)}</h2><img src='data:image/png;base64,{png}'/></body></html>"
+
+
+def architecture_weights_html(history: list[dict], cells: list[str], candidates: list[str], title: str = "architecture weights") -> str:
+    """One panel a cell: each candidate's probability against the search step."""
+    fig, axes = plt.subplots(1, max(1, len(cells)), figsize=(4.5 * max(1, len(cells)), 3.4), squeeze=False, layout="constrained")
+    steps = [rec["step"] for rec in history if "probabilities" in rec]
+    for i, (ax, cell) in enumerate(zip(axes[0], cells)):
+        for k, candidate in enumerate(candidates):
+            ax.plot(steps, [rec["probabilities"][i][k] for rec in history if "probabilities" in rec], label=candidate)
+        ax.set(title=cell, xlabel="search step", ylabel="probability", ylim=(0, 1))
+        ax.legend(fontsize=7)
+    return _page(fig, title)
+
+
+def pareto_html(points: list[dict], error: str = "nlu_cer", title: str = "error vs trainable parameters") -> str:
+    """points: {"label", "trainable_pct", error}; the non-dominated ones joined by a line."""
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    xs, ys = [p["trainable_pct"] for p in points], [100 * p[error] for p in points]
+    ax.scatter(xs, ys)
+    for p, x, y in zip(points, xs, ys):
+        ax.annotate(p["label"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+    front = sorted(pareto_front(points, error), key=lambda p: p["trainable_pct"])
+    ax.plot([p["trainable_pct"] for p in front], [100 * p[error] for p in front], "--", color="gray")
+    ax.set(xlabel="trainable parameters, % of full fine-tuning", ylabel=f"{error} (%)", xscale="symlog")
+    return _page(fig, title)
+
+
+def pareto_front(points: list[dict], error: str) -> list[dict]:
+    """The points no other point beats on both fewer parameters and lower error."""
+    return [p for p in points if not any(q["trainable_pct"] <= p["trainable_pct"] and q[error] <= p[error] and q is not p and (q["trainable_pct"], q[error]) != (p["trainable_pct"], p[error]) for q in points)]

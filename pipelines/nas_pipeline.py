@@ -1,0 +1,59 @@
+from typing import Optional, Tuple
+
+from zenml import Model, pipeline
+
+from steps.backbones import backbone_artifact
+from steps.data_version import tracked_data_version
+from steps.evaluate import evaluate
+from steps.finetune import finetune_full
+from steps.ingest import ingest
+from steps.search import fixed_architecture, nas_results_table, nas_search, train_architecture
+from steps.split import split_corpus
+from steps.validate import validate_corpus
+
+ALL = ("se", "asr", "bridge", "nlu")
+
+
+@pipeline(model=Model(name="cascadapt_nas", description="NFA architecture search over the cascade, with its baselines"))
+def nas_pipeline(
+    target_slurp_jsonl: str,
+    search_config: dict,
+    stage2_train: dict,
+    finetune_train: dict,
+    corpus_name: str = "target",
+    voices: str = "target",
+    snrs: Tuple[float, ...] = (0.0, 5.0, 10.0, 20.0),
+    limit: Optional[int] = None,
+    seed: int = 0,
+    data_root: str = ".",
+    backbone_version: str = "latest",
+    adapters: Optional[dict] = None,
+    frozen_cost: float = 0.0,
+    checkpoint_dir: Optional[str] = None,
+) -> None:
+    """target corpus -> frozen, full fine-tuning, full plugging, NA search + stage 2, NFA search (one-stage)
+    + stage 2 (two-stage) -> results table, Pareto plot; the NFA cascade and architecture in cascadapt_nas."""
+    md5 = tracked_data_version(data_root=data_root)
+    manifest, manifest_path, _ = ingest(md5, slurp_jsonl=target_slurp_jsonl, corpus_name=corpus_name, data_root=data_root, voices=voices, snrs=snrs, limit=limit, seed=seed)
+    _, summary = validate_corpus(manifest_path)
+    train, nas_val, test = split_corpus(manifest, summary)
+    backbone = backbone_artifact(backbone_version)
+
+    frozen, _ = evaluate(backbone, test, manifest_path, system="frozen", id="evaluate_frozen")
+    tuned, _ = finetune_full(backbone, train, nas_val, manifest_path, train_config=finetune_train, checkpoint_dir=checkpoint_dir)
+    full, _ = evaluate(tuned, test, manifest_path, system="full_finetuning", trained_modules=ALL, id="evaluate_full")
+
+    plugged, plugged_arch = fixed_architecture(backbone, choice="adapter", space="NA", adapters=adapters)
+    plugged, _ = train_architecture(plugged, plugged_arch, train, nas_val, manifest_path, train_config=stage2_train, checkpoint_dir=checkpoint_dir, name="plugging", id="train_plugging")
+    plugging, _ = evaluate(plugged, test, manifest_path, system="full_plugging", id="evaluate_plugging")
+
+    na_cascade, na_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NA", adapters=adapters, frozen_cost=frozen_cost, id="search_na")
+    na_cascade, _ = train_architecture(na_cascade, na_arch, train, nas_val, manifest_path, train_config=stage2_train, checkpoint_dir=checkpoint_dir, name="na_stage2", id="train_na")
+    na, _ = evaluate(na_cascade, test, manifest_path, system="NA", id="evaluate_na")
+
+    nfa_cascade, nfa_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NFA", adapters=adapters, frozen_cost=frozen_cost, id="search_nfa")
+    nfa_one, _ = evaluate(nfa_cascade, test, manifest_path, system="NFA_one_stage", id="evaluate_nfa_one_stage")
+    nfa_cascade, _ = train_architecture(nfa_cascade, nfa_arch, train, nas_val, manifest_path, train_config=stage2_train, checkpoint_dir=checkpoint_dir, name="nfa_stage2", id="train_nfa")
+    nfa_two, _ = evaluate(nfa_cascade, test, manifest_path, system="NFA_two_stage", id="evaluate_nfa_two_stage")
+
+    nas_results_table(frozen, full, plugging, na, nfa_one, nfa_two, nfa_arch, nfa_cascade)

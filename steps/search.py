@@ -1,0 +1,95 @@
+"""Architecture search over the cascade (stage 1), a fixed architecture, and stage-2 training."""
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional, Tuple
+
+import pandas as pd
+from zenml import ArtifactConfig, log_metadata, step
+from zenml.enums import ArtifactType
+from zenml.types import HTMLString
+
+from components.data.dataset import SpeechDataset
+from components.models.cascade import Cascade
+from components.nas import Architecture, SearchConfig, attach_cells
+from components.nas.plots import architecture_weights_html, pareto_html
+from components.training import recipes
+from steps.results import COLUMNS
+from steps.materializers import CascadeMaterializer  # noqa: F401  (registers the materializer for Cascade)
+from steps.training import make_train_config, train_and_log
+
+
+@step
+def nas_search(
+    cascade: Cascade,
+    train: pd.DataFrame,
+    nas_val: pd.DataFrame,
+    manifest_path: str,
+    search_config: dict,
+    space: str = "NFA",
+    adapters: Optional[dict] = None,
+    frozen_cost: float = 0.0,
+) -> Tuple[Annotated[Cascade, "searched_cascade"], Annotated[dict, "architecture"], Annotated[HTMLString, "architecture_weights"]]:
+    """Stage 1: first-order DARTS over {frozen, adapter[, fine-tune]} per module; the cascade leaves with
+    the derived architecture fixed and its stage-1 weights (the one-stage system)."""
+    root = Path(manifest_path).parent
+    arch, result = recipes.search_cascade(cascade, SpeechDataset(train, root), SpeechDataset(nas_val, root), SearchConfig(**search_config), space, adapters, frozen_cost)
+    architecture = {"space": space, "frozen_cost": frozen_cost, "lambda": search_config.get("lam", SearchConfig.lam), **json.loads(arch.to_json(result.history))}
+    log_metadata({"architecture": result.architecture, "trainable_fraction": architecture["trainable_fraction"], "search_steps": result.steps})
+    plot = architecture_weights_html(result.history, arch.names, list(arch.candidates), f"{space} architecture weights (lambda {architecture['lambda']})")
+    return cascade, architecture, HTMLString(plot)
+
+
+@step
+def fixed_architecture(cascade: Cascade, choice: str = "adapter", space: str = "NA", adapters: Optional[dict] = None) -> Tuple[Annotated[Cascade, "plugged_cascade"], Annotated[dict, "architecture"]]:
+    """Every module on one candidate without a search (choice "adapter": the full-plugging baseline)."""
+    cells = attach_cells(cascade, space, adapters)
+    arch = Architecture(cells)
+    choices = {name: choice for name in cells}
+    arch.fix(choices)
+    return cascade, {"space": space, "architecture": choices, "trainable_fraction": arch.trainable_fraction(choices)}
+
+
+@step
+def train_architecture(
+    cascade: Cascade,
+    architecture: dict,
+    train: pd.DataFrame,
+    nas_val: pd.DataFrame,
+    manifest_path: str,
+    train_config: dict,
+    checkpoint_dir: Optional[str] = None,
+    name: str = "stage2",
+) -> Tuple[Annotated[Cascade, "trained_architecture"], Annotated[HTMLString, "stage2_curves"]]:
+    """Stage 2: the architecture fixed, only the chosen candidates (and the bridge) train."""
+    root = Path(manifest_path).parent
+    cfg = make_train_config(train_config, checkpoint_dir, name)
+    curves = train_and_log(name, lambda cb: recipes.train_cascade_architecture(cascade, architecture["architecture"], SpeechDataset(train, root), SpeechDataset(nas_val, root), cfg, cb))
+    return cascade, curves
+
+
+@step
+def nas_results_table(
+    frozen: dict, full: dict, plugging: dict, na: dict, nfa_one_stage: dict, nfa_two_stage: dict, nfa_architecture: dict, nfa_cascade: Cascade
+) -> Tuple[
+    Annotated[pd.DataFrame, "nas_results"],
+    Annotated[HTMLString, "nas_results_table"],
+    Annotated[HTMLString, "pareto_front"],
+    Annotated[Cascade, ArtifactConfig(name="nas_cascade", artifact_type=ArtifactType.MODEL)],
+    Annotated[dict, "nas_architecture"],
+]:
+    """One row a system (trainable parameters as % of full fine-tuning's), the Pareto plot, and the
+    NFA two-stage cascade and its architecture as the model version's artifacts."""
+    rows = [frozen, full, plugging, na, nfa_one_stage, nfa_two_stage]
+    base = full["trainable_parameters"] or 1
+    for r in rows:
+        r["trainable_pct"] = 100.0 * r["trainable_parameters"] / base
+    df = pd.DataFrame(rows).reindex(columns=["system", "mode", "trainable_pct", *COLUMNS[2:]])
+    shown = df.copy()
+    for col in ("wer", "cer", "scenario_acc", "action_acc", "intent_acc", "entity_f1", "slu_f1", "nlu_cer"):
+        shown[col] = (shown[col] * 100).round(2)
+    shown["trainable_pct"] = shown["trainable_pct"].round(2)
+    log_metadata({r["system"]: {k: r[k] for k in ("trainable_pct", "wer", "nlu_cer", "intent_acc", "slu_f1")} for r in rows})
+    table = f"<html><body><h2>Architecture search vs baselines</h2><p>Target test split, rates in %. NFA: {json.dumps(nfa_architecture['architecture'])}</p>{shown.to_html(index=False)}</body></html>"
+    points = [{"label": r["system"], "trainable_pct": r["trainable_pct"], "nlu_cer": r["nlu_cer"]} for r in rows]
+    return df, HTMLString(table), HTMLString(pareto_html(points)), nfa_cascade, nfa_architecture
