@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks.machine import describe  # noqa: E402
+from benchmarks.memory import adamw_state_mib, saved_for_backward_mib  # noqa: E402
 from components import adapters as A  # noqa: E402
 from components.models.asr import ASRConfig, ConformerCTC, ctc_loss  # noqa: E402
 
@@ -153,24 +154,13 @@ def round_robin(names: list[str], fn, repeats: int, seed: int) -> dict[str, floa
 
 
 def training_memory(v: dict, b: dict, device: torch.device) -> dict:
-    """Bytes autograd saves for backward (not parameters; each storage once) and gradient + AdamW state bytes."""
-    params = {p.untyped_storage().data_ptr() for p in v["model"].parameters()}
-    saved: dict[int, int] = {}
-
-    def pack(t: torch.Tensor):
-        ptr = t.untyped_storage().data_ptr()
-        if ptr not in params:
-            saved[ptr] = t.untyped_storage().nbytes()
-        return t
-
+    """Bytes autograd saves for backward and gradient + AdamW state bytes (see benchmarks/memory.py)."""
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        loss = ctc_loss(v["model"](b["wave"], b["lengths"]), b["targets"], b["target_lengths"])
-    loss.backward()
-    v["model"].zero_grad(set_to_none=True)
-    trainable = sum(p.numel() for p in v["params"])
-    out = {"activation_mib": sum(saved.values()) / 2**20, "optimizer_mib": trainable * 12 / 2**20}
+    out = {
+        "activation_mib": saved_for_backward_mib(v["model"], lambda: ctc_loss(v["model"](b["wave"], b["lengths"]), b["targets"], b["target_lengths"])),
+        "optimizer_mib": adamw_state_mib(v["params"]),
+    }
     if device.type == "cuda":
         out["cuda_peak_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return out

@@ -178,7 +178,7 @@ def _dataset(manifest: Path):
     return df, SpeechDataset(df, manifest.parent)
 
 
-def _train_batch(manifest: Path) -> tuple[dict, list[int]]:
+def train_batch(manifest: Path) -> tuple[dict, list[int]]:
     from components.data.dataset import collate
 
     df, ds = _dataset(manifest)
@@ -245,7 +245,7 @@ def worker_train(module: str, setting: str, args) -> dict:
             p.requires_grad_(any(name.startswith(k) for k in keep))
     else:
         model.requires_grad_(True)
-    batch, rows = _train_batch(Path(args.manifest))
+    batch, rows = train_batch(Path(args.manifest))
     batch = to_device(batch, device)
     loss_fn = _loss_fn(module, model, batch, Path(args.manifest), labels)
     params = [p for p in model.parameters() if p.requires_grad]

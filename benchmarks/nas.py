@@ -1,0 +1,158 @@
+"""Cost and quality of the architecture search: supernet steps against a full fine-tuning step,
+search + two-stage time against one full fine-tuning run, and the systems' results table.
+
+    python benchmarks/nas.py [--threads 2] [--repeats 10] [--manifest data/target/manifest.jsonl]
+                             [--out benchmarks/results/nas.json]
+
+Needs a finished nas_pipeline run (configs/nas.yaml) and the baseline run whose full fine-tuning
+it reused, in the local ZenML store.
+
+Steps (in this process, on the newest cascadapt_backbones, batch: the 8 target utterances
+closest to 2.5 s): ``full`` = cascade_loss + backward + AdamW over every parameter;
+``supernet_weight`` = NFA cells, one hard Gumbel sample (seeded per round, the same for every
+variant's round), AdamW over the candidates and the bridge; ``supernet_arch`` = the same
+sample with gradients to the logits, loss + penalty, Adam on the logits; ``supernet_soft`` =
+every candidate runs (DARTS). Round-robin medians over --repeats rounds; memory = what autograd
+saves for backward + gradients and AdamW state (benchmarks/memory.py).
+
+Pipeline: step durations of the newest nas_pipeline run, against the newest baseline run's
+finetune_full that really trained. Targets: NFA two-stage at <= 10 % of full fine-tuning's
+trainable parameters and an error at most 1 point (absolute) above it; search + stage 2 at
+most 2 x one full fine-tuning run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+REPO = Path(__file__).resolve().parents[1]
+ERRORS = ("wer", "cer", "nlu_cer")
+ACCURACIES = ("intent_acc", "slu_f1")
+
+
+def step_costs(manifest: Path, repeats: int) -> dict:
+    import torch
+
+    from benchmarks.cascade_cost import train_batch
+    from benchmarks.memory import adamw_state_mib, saved_for_backward_mib
+    from components.models.cascade import cascade_loss
+    from components.nas import Architecture, attach_cells, glue_parameters
+    from steps.backbones import backbone_artifact
+
+    backbone = backbone_artifact("latest").load().train()
+    batch, _ = train_batch(manifest)
+    full = copy.deepcopy(backbone)
+    supernet = copy.deepcopy(backbone)
+    arch = Architecture(attach_cells(supernet, "NFA"))
+    weights = list({id(p): p for cell in arch.cells.values() for ps in cell.candidate_parameters().values() for p in ps}.values()) + glue_parameters(supernet)
+    for p in supernet.parameters():
+        p.requires_grad_(False)
+    for p in weights:
+        p.requires_grad_(True)
+    opts = {"full": torch.optim.AdamW(full.parameters(), lr=1e-4), "weights": torch.optim.AdamW(weights, lr=1e-4), "arch": torch.optim.Adam([arch.alpha], lr=3e-3)}
+    loss = lambda model: cascade_loss(model, batch)[0]  # noqa: E731
+
+    def run(name: str, seed: int) -> float:
+        t0 = time.perf_counter()
+        if name == "full":
+            opts["full"].zero_grad(set_to_none=True)
+            loss(full).backward()
+            opts["full"].step()
+        elif name in ("supernet_weight", "supernet_soft"):
+            torch.manual_seed(seed)
+            with torch.no_grad():
+                arch.sample(tau=1.0, hard=name == "supernet_weight")
+            opts["weights"].zero_grad(set_to_none=True)
+            out = loss(supernet)
+            if out.requires_grad:
+                out.backward()
+                opts["weights"].step()
+        else:
+            torch.manual_seed(seed)
+            opts["arch"].zero_grad(set_to_none=True)
+            arch.sample(tau=1.0, hard=True)
+            (loss(supernet) + arch.penalty(1.0)).backward()
+            opts["arch"].step()
+        return time.perf_counter() - t0
+
+    names = ["full", "supernet_weight", "supernet_arch", "supernet_soft"]
+    times = {n: [] for n in names}
+    rng = random.Random(0)
+    for r in range(2 + repeats):
+        for n in rng.sample(names, len(names)):
+            seconds = run(n, seed=r)
+            if r >= 2:
+                times[n].append(seconds)
+    medians = {n: statistics.median(t) for n, t in times.items()}
+    torch.manual_seed(0)
+    with torch.no_grad():
+        arch.sample(tau=1.0, hard=False)
+    memory = {
+        "full": {"activation_mib": saved_for_backward_mib(full, lambda: loss(full)), "optimizer_mib": adamw_state_mib(list(full.parameters()))},
+        "supernet_soft": {"activation_mib": saved_for_backward_mib(supernet, lambda: loss(supernet)), "optimizer_mib": adamw_state_mib(weights)},
+    }
+    return {n: {"step_s": medians[n], "vs_full": medians[n] / medians["full"], **memory.get(n, {})} for n in names}
+
+
+def pipeline_costs() -> dict:
+    from zenml.client import Client
+
+    client = Client()
+    nas = client.list_pipeline_runs(pipeline_name="nas_pipeline", sort_by="desc:created", size=1).items[0]
+    seconds = {name: (s.end_time - s.start_time).total_seconds() for name, s in nas.steps.items() if s.end_time and s.start_time}
+    full = None
+    for run in client.list_pipeline_runs(pipeline_name="baseline_pipeline", sort_by="desc:created", size=20).items:
+        step = run.steps.get("finetune_full")
+        if step and step.end_time and (step.end_time - step.start_time).total_seconds() > 60:  # trained, not cached or resumed
+            full = (step.end_time - step.start_time).total_seconds()
+            break
+    nfa = seconds.get("search_nfa", 0) + seconds.get("train_nfa", 0)
+    table = nas.steps["nas_results_table"].outputs["nas_results"][0].load().to_dict("records")
+    architecture = nas.steps["search_nfa"].outputs["architecture"][0].load()
+    return {"run": nas.name, "step_seconds": seconds, "full_finetuning_seconds": full, "nfa_search_plus_stage2_seconds": nfa,
+            "nfa_cost_vs_full": nfa / full if full else None, "results": table, "nfa_architecture": architecture["architecture"],
+            "nfa_probabilities": architecture["probabilities"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=10)
+    parser.add_argument("--manifest", default=str(REPO / "data/target/manifest.jsonl"))
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results/nas.json"))
+    args = parser.parse_args()
+    os.environ.setdefault("ZENML_ANALYTICS_OPT_IN", "false")
+    import torch
+
+    from benchmarks.machine import describe
+
+    torch.set_num_threads(args.threads)
+    pipeline = pipeline_costs()
+    rows = {r["system"]: r for r in pipeline["results"]}
+    full, nfa = rows["full_finetuning"], rows["NFA_two_stage"]
+    targets = {
+        "nfa_trainable_pct": nfa["trainable_pct"],
+        "nfa_trainable_le_10pct": nfa["trainable_pct"] <= 10,
+        "nfa_minus_full_points": {k: 100 * (nfa[k] - full[k]) for k in ERRORS} | {k: 100 * (full[k] - nfa[k]) for k in ACCURACIES},
+        "nfa_within_1_point_nlu_cer": 100 * (nfa["nlu_cer"] - full["nlu_cer"]) <= 1,
+        "nfa_cost_le_2x_full": pipeline["nfa_cost_vs_full"] is not None and pipeline["nfa_cost_vs_full"] <= 2,
+    }
+    result = {"machine": describe(), "threads": args.threads, "steps": step_costs(Path(args.manifest), args.repeats), "pipeline": pipeline, "targets": targets}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2, default=str))
+    print(json.dumps({"steps": result["steps"], "targets": targets, "nfa_cost_vs_full": pipeline["nfa_cost_vs_full"]}, indent=1, default=str))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
