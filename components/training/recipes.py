@@ -70,19 +70,21 @@ def train_asr(asr: ConformerCTC, train_ds: SpeechDataset, val_ds: SpeechDataset,
 def train_asr_enhanced(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None) -> TrainResult:
     """Multi-condition stage: the ASR continues on the noisy audio as the frozen SE enhances it,
     which is what it hears inside the cascade. Only the ASR trains."""
-    for name, p in cascade.named_parameters():
-        p.requires_grad = name.startswith("asr.")
 
     def loss(model, b):
         with torch.no_grad():
             audio = model.se(b["noisy"]) if model.se is not None else b["noisy"]
         return ctc_loss(model.asr(audio, b["lengths"]), b["targets"], b["target_lengths"])
 
-    def val(model, b):
-        return {"val_loss": loss(model, b)}
+    return _train_part(cascade, "asr.", loss, train_ds, val_ds, cfg, on_metrics)
 
+
+def _train_part(cascade: Cascade, prefix: str, loss, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn) -> TrainResult:
+    """Train only the cascade's parameters under ``prefix`` (validated on the same loss), then make everything trainable again."""
+    for name, p in cascade.named_parameters():
+        p.requires_grad = name.startswith(prefix)
     try:
-        return train(cascade, loss, train_ds, cfg, collate_fn=collate, val_fn=_val(val_ds, val, cfg), on_metrics=on_metrics)
+        return train(cascade, loss, train_ds, cfg, collate_fn=collate, val_fn=_val(val_ds, lambda model, b: {"val_loss": loss(model, b)}, cfg), on_metrics=on_metrics)
     finally:
         for p in cascade.parameters():
             p.requires_grad = True
@@ -138,8 +140,6 @@ def train_bridge(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDatase
     """Teach the bridge to map pooled ASR states to MiniLM's input embedding of the spoken word
     (self-supervised: transcripts only, no SLU labels). Only the bridge trains."""
     tokenizer = load_tokenizer()
-    for name, p in cascade.named_parameters():
-        p.requires_grad = name.startswith("bridge.")
 
     def loss(model, b):
         with torch.no_grad():  # SE + ASR on the noisy audio, as at inference
@@ -152,14 +152,7 @@ def train_bridge(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDatase
         diff = (model.bridge(pooled) - target)[mask]
         return (diff**2).mean() / target[mask].pow(2).mean()  # relative MSE
 
-    def val(model, b):
-        return {"val_loss": loss(model, b)}
-
-    try:
-        return train(cascade, loss, train_ds, cfg, collate_fn=collate, val_fn=_val(val_ds, val, cfg), on_metrics=on_metrics)
-    finally:
-        for p in cascade.parameters():
-            p.requires_grad = True
+    return _train_part(cascade, "bridge.", loss, train_ds, val_ds, cfg, on_metrics)
 
 
 def finetune_cascade(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None, weights: dict | None = None) -> TrainResult:
