@@ -222,7 +222,7 @@ def test_search_on_the_cascade_runs_every_module(speech, tmp_path):
         torch.testing.assert_close(cascade(batch["noisy"], batch["lengths"])["nlu"]["scenario_logits"], plain, rtol=0, atol=1e-5)
 
     alpha = arch.alpha.detach().clone()
-    cfg = SearchConfig(epochs=1, warmup_epochs=0, batch_size=2, progress=False, device="cpu", record_every=1)
+    cfg = SearchConfig(epochs=1, warmup_epochs=0, batch_size=2, bucket_by_length=True, progress=False, device="cpu", record_every=1)
     result = search(cascade, arch, cascade_loss, speech, speech, cfg, collate_fn=collate, extra=glue_parameters(cascade))
     assert set(result.architecture) == {"se", "asr", "nlu"} and result.steps == 2 and len(result.history) == 2
     assert not torch.equal(alpha, arch.alpha.detach())

@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from components.nas.architecture import Architecture, temperature
-from components.training.loop import TrainConfig, TrainResult, resolve_device, to_device, train
+from components.training.loop import TrainConfig, TrainResult, epoch_batches, resolve_device, to_device, train
 
 
 @dataclass
@@ -34,6 +34,7 @@ class SearchConfig:
     warmup_epochs: int = 1  # weights only: alpha stays uniform
     max_steps: int | None = None  # cut the search short (demo, tests)
     batch_size: int = 8
+    bucket_by_length: bool = False  # train batches of similar length (needs train_set.lengths): less padding
     weight_lr: float = 1e-3  # AdamW on adapters, deltas and extra parameters
     arch_lr: float = 3e-3  # Adam on alpha (DARTS: betas 0.5, 0.999)
     arch_weight_decay: float = 1e-3
@@ -84,17 +85,21 @@ def search(
         p.requires_grad_(True)
     weight_opt = torch.optim.AdamW(weights, lr=cfg.weight_lr)
     arch_opt = torch.optim.Adam([arch.alpha], lr=cfg.arch_lr, betas=(0.5, 0.999), weight_decay=cfg.arch_weight_decay)
-    loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate_fn, generator=torch.Generator().manual_seed(cfg.seed))
+    lengths = getattr(train_set, "lengths", None) if cfg.bucket_by_length else None
+    if cfg.bucket_by_length and lengths is None:
+        raise ValueError(f"bucket_by_length needs a train_set with a `lengths` attribute; {type(train_set).__name__} has none")
+    n_batches = -(-len(train_set) // cfg.batch_size)
     val_batches = itertools.cycle(DataLoader(val_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate_fn, generator=torch.Generator().manual_seed(cfg.seed + 1)))
-    total = cfg.epochs * len(loader) if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * len(loader))
-    warmup = min(cfg.warmup_epochs * len(loader), total)
+    total = cfg.epochs * n_batches if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * n_batches)
+    warmup = min(cfg.warmup_epochs * n_batches, total)
     result = SearchResult(architecture=arch.derive())
     step = 0
     bar = tqdm(total=total, desc="search", disable=not cfg.progress)
     model.train()
     while step < total:
-        epoch = step // len(loader)
-        for batch in loader:
+        epoch = step // n_batches
+        batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, epoch, lengths)
+        for batch in DataLoader(train_set, batch_sampler=batches, collate_fn=collate_fn):
             if step >= total:
                 break
             tau = temperature(max(0, step - warmup), total - warmup, cfg.tau_max, cfg.tau_min)
