@@ -54,7 +54,7 @@ def step_costs(manifest: Path, repeats: int) -> dict:
     full = copy.deepcopy(backbone)
     supernet = copy.deepcopy(backbone)
     arch = Architecture(attach_cells(supernet, "NFA"))
-    weights = list({id(p): p for cell in arch.cells.values() for ps in cell.candidate_parameters().values() for p in ps}.values()) + glue_parameters(supernet)
+    weights = arch.candidate_parameters() + glue_parameters(supernet)
     for p in supernet.parameters():
         p.requires_grad_(False)
     for p in weights:

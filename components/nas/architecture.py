@@ -39,6 +39,15 @@ class Architecture(nn.Module):
         self.register_buffer("costs", torch.tensor(costs, dtype=torch.float64))  # (n_cells, K) trainable parameters
         self.full_params = float(sum(full))  # full fine-tuning's trainable parameters over the cells
 
+    def candidate_parameters(self, choices: Mapping[str, str] | None = None) -> list[nn.Parameter]:
+        """The parameters the chosen candidates train (every candidate's when ``choices`` is None), each once."""
+        params = {}
+        for name, cell in self.cells.items():
+            per_candidate = cell.candidate_parameters()
+            for candidate in (cell.candidates if choices is None else [choices[name]]):
+                params |= {id(p): p for p in per_candidate[candidate]}
+        return list(params.values())
+
     def probabilities(self) -> torch.Tensor:
         return self.alpha.softmax(-1)  # (n_cells, K)
 

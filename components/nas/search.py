@@ -78,7 +78,7 @@ def search(
     model.to(device)
     arch.to(device)
     torch.manual_seed(cfg.seed)
-    weights = _unique([p for cell in arch.cells.values() for ps in cell.candidate_parameters().values() for p in ps] + list(extra))
+    weights = _unique(arch.candidate_parameters() + list(extra))
     for p in model.parameters():
         p.requires_grad_(False)
     for p in weights:
@@ -148,7 +148,7 @@ def train_derived(
 ) -> TrainResult:
     """Stage 2: the architecture fixed to ``choices``; only the chosen candidates' parameters (and extra) train."""
     arch.fix(choices)
-    chosen = _unique([p for name, cell in arch.cells.items() for p in cell.candidate_parameters()[choices[name]]] + list(extra))
+    chosen = _unique(arch.candidate_parameters(choices) + list(extra))
     for p in model.parameters():
         p.requires_grad_(False)
     for p in chosen:
