@@ -29,10 +29,17 @@ def nas_pipeline(
     backbone_version: str = "latest",
     adapters: Optional[dict] = None,
     frozen_cost: float = 0.0,
+    blocks: Tuple[str, ...] = (),
+    lambdas: Tuple[float, ...] = (),
+    max_trainable_pct: float = 10.0,
     checkpoint_dir: Optional[str] = None,
 ) -> None:
-    """target corpus -> frozen, full fine-tuning, full plugging, NA search + stage 2, NFA search (one-stage)
-    + stage 2 (two-stage) -> results table, Pareto plot; the NFA cascade and architecture in cascadapt_nas."""
+    """target corpus -> frozen, full fine-tuning, full plugging, NA search + stage 2, and per lambda an NFA
+    search (one-stage) + stage 2 (two-stage) -> results table, Pareto plot; the best NFA system within
+    ``max_trainable_pct`` (its cascade and architecture) in cascadapt_nas.
+
+    ``lambdas``: the penalty weights of the NFA sweep (default: search_config's ``lam``).
+    ``blocks``: modules searched per layer instead of whole (e.g. [asr, nlu])."""
     md5 = tracked_data_version(data_root=data_root)
     manifest, manifest_path, _ = ingest(md5, slurp_jsonl=target_slurp_jsonl, corpus_name=corpus_name, data_root=data_root, voices=voices, snrs=snrs, limit=limit, seed=seed)
     _, summary = validate_corpus(manifest_path)
@@ -43,17 +50,25 @@ def nas_pipeline(
     tuned, _ = finetune_full(backbone, train, nas_val, manifest_path, train_config=finetune_train, checkpoint_dir=checkpoint_dir)
     full, _ = evaluate(tuned, test, manifest_path, system="full_finetuning", trained_modules=ALL, id="evaluate_full")
 
-    plugged, plugged_arch = fixed_architecture(backbone, choice="adapter", space="NA", adapters=adapters)
+    plugged, plugged_arch = fixed_architecture(backbone, choice="adapter", space="NA", adapters=adapters, blocks=blocks)
     plugged, _ = train_architecture(plugged, plugged_arch, train, nas_val, manifest_path, train_config=stage2_train, checkpoint_dir=checkpoint_dir, name="plugging", id="train_plugging")
     plugging, _ = evaluate(plugged, test, manifest_path, system="full_plugging", id="evaluate_plugging")
 
-    na_cascade, na_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NA", adapters=adapters, frozen_cost=frozen_cost, id="search_na")
+    na_cascade, na_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NA", adapters=adapters, frozen_cost=frozen_cost, blocks=blocks, id="search_na")
     na_cascade, _ = train_architecture(na_cascade, na_arch, train, nas_val, manifest_path, train_config=stage2_train, checkpoint_dir=checkpoint_dir, name="na_stage2", id="train_na")
     na, _ = evaluate(na_cascade, test, manifest_path, system="NA", id="evaluate_na")
 
-    nfa_cascade, nfa_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NFA", adapters=adapters, frozen_cost=frozen_cost, id="search_nfa")
-    nfa_one, _ = evaluate(nfa_cascade, test, manifest_path, system="NFA_one_stage", id="evaluate_nfa_one_stage")
-    nfa_cascade, _ = train_architecture(nfa_cascade, nfa_arch, train, nas_val, manifest_path, train_config=stage2_train, checkpoint_dir=checkpoint_dir, name="nfa_stage2", id="train_nfa")
-    nfa_two, _ = evaluate(nfa_cascade, test, manifest_path, system="NFA_two_stage", id="evaluate_nfa_two_stage")
+    one_stage, two_stage, architectures, cascades = [], [], [], []
+    for lam in lambdas or (search_config.get("lam", 1.0),):
+        tag = f"lam{lam:g}"
+        name = tag.replace(".", "_")  # step ids without dots
+        nfa_cascade, nfa_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NFA", adapters=adapters, frozen_cost=frozen_cost, blocks=blocks, lam=lam, id=f"search_nfa_{name}")
+        nfa_one, _ = evaluate(nfa_cascade, test, manifest_path, system=f"NFA_one_stage_{tag}", id=f"evaluate_nfa_one_stage_{name}")
+        nfa_cascade, _ = train_architecture(nfa_cascade, nfa_arch, train, nas_val, manifest_path, train_config=stage2_train, checkpoint_dir=checkpoint_dir, name=f"nfa_stage2_{name}", id=f"train_nfa_{name}")
+        nfa_two, _ = evaluate(nfa_cascade, test, manifest_path, system=f"NFA_two_stage_{tag}", id=f"evaluate_nfa_two_stage_{name}")
+        one_stage.append(nfa_one)
+        two_stage.append(nfa_two)
+        architectures.append(nfa_arch)
+        cascades.append(nfa_cascade)
 
-    nas_results_table(frozen, full, plugging, na, nfa_one, nfa_two, nfa_arch, nfa_cascade)
+    nas_results_table(frozen, full, plugging, na, one_stage, two_stage, architectures, cascades, max_trainable_pct=max_trainable_pct)

@@ -1,8 +1,9 @@
 """Architecture search over the cascade (stage 1), a fixed architecture, and stage-2 training."""
 
+import html
 import json
 from pathlib import Path
-from typing import Annotated, Optional, Tuple
+from typing import Annotated, List, Optional, Tuple
 
 import pandas as pd
 from zenml import ArtifactConfig, log_metadata, step
@@ -29,21 +30,29 @@ def nas_search(
     space: str = "NFA",
     adapters: Optional[dict] = None,
     frozen_cost: float = 0.0,
+    blocks: Tuple[str, ...] = (),
+    lam: Optional[float] = None,
 ) -> Tuple[Annotated[Cascade, "searched_cascade"], Annotated[dict, "architecture"], Annotated[HTMLString, "architecture_weights"]]:
-    """Stage 1: first-order DARTS over {frozen, adapter[, fine-tune]} per module; the cascade leaves with
-    the derived architecture fixed and its stage-1 weights (the one-stage system)."""
+    """Stage 1: first-order DARTS over {frozen, adapter[, fine-tune]} per module (per layer for the modules
+    in ``blocks``); the cascade leaves with the derived architecture fixed and its stage-1 weights (the
+    one-stage system)."""
     root = Path(manifest_path).parent
-    arch, result = recipes.search_cascade(cascade, SpeechDataset(train, root), SpeechDataset(nas_val, root), SearchConfig(**search_config), space, adapters, frozen_cost)
-    architecture = {"space": space, "frozen_cost": frozen_cost, "lambda": search_config.get("lam", SearchConfig.lam), **json.loads(arch.to_json(result.history))}
+    config = SearchConfig(**search_config)
+    if lam is not None:  # one point of a lambda sweep
+        config.lam = lam
+    arch, result = recipes.search_cascade(cascade, SpeechDataset(train, root), SpeechDataset(nas_val, root), config, space, adapters, frozen_cost, blocks)
+    architecture = {"space": space, "frozen_cost": frozen_cost, "lambda": config.lam, "blocks": list(blocks), **json.loads(arch.to_json(result.history))}
     log_metadata({"architecture": result.architecture, "trainable_fraction": architecture["trainable_fraction"], "search_steps": result.steps})
     plot = architecture_weights_html(result.history, arch.names, list(arch.candidates), f"{space} architecture weights (lambda {architecture['lambda']})")
     return cascade, architecture, HTMLString(plot)
 
 
 @step
-def fixed_architecture(cascade: Cascade, choice: str = "adapter", space: str = "NA", adapters: Optional[dict] = None) -> Tuple[Annotated[Cascade, "plugged_cascade"], Annotated[dict, "architecture"]]:
-    """Every module on one candidate without a search (choice "adapter": the full-plugging baseline)."""
-    cells = attach_cells(cascade, space, adapters)
+def fixed_architecture(
+    cascade: Cascade, choice: str = "adapter", space: str = "NA", adapters: Optional[dict] = None, blocks: Tuple[str, ...] = ()
+) -> Tuple[Annotated[Cascade, "plugged_cascade"], Annotated[dict, "architecture"]]:
+    """Every module (or block) on one candidate without a search (choice "adapter": the full-plugging baseline)."""
+    cells = attach_cells(cascade, space, adapters, blocks=blocks)
     arch = Architecture(cells)
     choices = {name: choice for name in cells}
     arch.fix(choices)
@@ -70,7 +79,15 @@ def train_architecture(
 
 @step
 def nas_results_table(
-    frozen: dict, full: dict, plugging: dict, na: dict, nfa_one_stage: dict, nfa_two_stage: dict, nfa_architecture: dict, nfa_cascade: Cascade
+    frozen: dict,
+    full: dict,
+    plugging: dict,
+    na: dict,
+    nfa_one_stage: List[dict],
+    nfa_two_stage: List[dict],
+    nfa_architectures: List[dict],
+    nfa_cascades: List[Cascade],
+    max_trainable_pct: float = 10.0,
 ) -> Tuple[
     Annotated[pd.DataFrame, "nas_results"],
     Annotated[HTMLString, "nas_results_table"],
@@ -78,18 +95,28 @@ def nas_results_table(
     Annotated[Cascade, ArtifactConfig(name="nas_cascade", artifact_type=ArtifactType.MODEL)],
     Annotated[dict, "nas_architecture"],
 ]:
-    """One row a system (trainable parameters as % of full fine-tuning's), the Pareto plot, and the
-    NFA two-stage cascade and its architecture as the model version's artifacts."""
-    rows = [frozen, full, plugging, na, nfa_one_stage, nfa_two_stage]
+    """One row a system (trainable parameters as % of full fine-tuning's; NFA rows once per lambda), the
+    Pareto plot, and the selected NFA two-stage system as the model version's artifacts: the lowest NLU
+    CER within ``max_trainable_pct`` (the fewest parameters when none fits)."""
+    rows = [frozen, full, plugging, na]
+    for one, two, arch in zip(nfa_one_stage, nfa_two_stage, nfa_architectures):
+        rows += [one | {"lambda": arch["lambda"]}, two | {"lambda": arch["lambda"]}]
     base = full["trainable_parameters"] or 1
     for r in rows:
         r["trainable_pct"] = 100.0 * r["trainable_parameters"] / base
-    df = pd.DataFrame(rows).reindex(columns=["system", "mode", "trainable_pct", *COLUMNS[2:]])
+    fits = [i for i, r in enumerate(nfa_two_stage) if r["trainable_pct"] <= max_trainable_pct]
+    best = min(fits, key=lambda i: nfa_two_stage[i]["nlu_cer"]) if fits else min(range(len(nfa_two_stage)), key=lambda i: nfa_two_stage[i]["trainable_pct"])
+    selected = nfa_two_stage[best]["system"]
+    df = pd.DataFrame(rows).reindex(columns=["system", "mode", "lambda", "trainable_pct", *COLUMNS[2:]])
     shown = df.copy()
     for col in ("wer", "cer", "scenario_acc", "action_acc", "intent_acc", "entity_f1", "slu_f1", "nlu_cer"):
         shown[col] = (shown[col] * 100).round(2)
     shown["trainable_pct"] = shown["trainable_pct"].round(2)
-    log_metadata({r["system"]: {k: r[k] for k in ("trainable_pct", "wer", "nlu_cer", "intent_acc", "slu_f1")} for r in rows})
-    table = f"<html><body><h2>Architecture search vs baselines</h2><p>Target test split, rates in %. NFA: {json.dumps(nfa_architecture['architecture'])}</p>{shown.to_html(index=False)}</body></html>"
+    log_metadata({"selected": selected, **{r["system"]: {k: r[k] for k in ("trainable_pct", "wer", "nlu_cer", "intent_acc", "slu_f1")} for r in rows}})
+    arch = nfa_architectures[best]
+    table = (
+        f"<html><body><h2>Architecture search vs baselines</h2><p>Target test split, rates in %. Selected: {html.escape(selected)}, "
+        f"{html.escape(json.dumps(arch['architecture']))}</p>{shown.to_html(index=False)}</body></html>"
+    )
     points = [{"label": r["system"], "trainable_pct": r["trainable_pct"], "nlu_cer": r["nlu_cer"]} for r in rows]
-    return df, HTMLString(table), HTMLString(pareto_html(points)), nfa_cascade, nfa_architecture
+    return df, HTMLString(table), HTMLString(pareto_html(points)), nfa_cascades[best], arch | {"system": selected}

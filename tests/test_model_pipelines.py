@@ -42,6 +42,8 @@ parameters:
   finetune_train: {{max_epochs: 1, batch_size: 8, lr: 0.0002, lr_scale: {{nlu.encoder.: 0.25}}, progress: false}}
   stage2_train: {{max_epochs: 1, batch_size: 8, lr: 0.001, progress: false}}
   search_config: {{epochs: 2, warmup_epochs: 1, batch_size: 8, record_every: 1, progress: false}}
+  lambdas: [0.0, 1000.0]
+  blocks: [nlu]
 """
 
 INSPECT = textwrap.dedent(
@@ -64,7 +66,7 @@ INSPECT = textwrap.dedent(
         "nas_rows": nas_run.steps["nas_results_table"].outputs["nas_results"][0].load().to_dict("records"),
         "nas_architecture": nas.get_artifact("nas_architecture").load(),
         "nas_cascade": nas.get_artifact("nas_cascade") is not None,
-        "weights_plot": "data:image/png" in nas_run.steps["search_nfa"].outputs["architecture_weights"][0].load(),
+        "weights_plot": "data:image/png" in nas_run.steps["search_nfa_lam0"].outputs["architecture_weights"][0].load(),
     }, sys.stdout)
     """
 )
@@ -99,11 +101,16 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
 
     # the architecture search and its baselines on the same data
     nas_rows = {r["system"]: r for r in found["nas_rows"]}
-    assert list(nas_rows) == ["frozen", "full_finetuning", "full_plugging", "NA", "NFA_one_stage", "NFA_two_stage"]
+    nfa = [f"NFA_{stage}_lam{lam}" for lam in (0, 1000) for stage in ("one_stage", "two_stage")]  # one search a lambda
+    assert list(nas_rows) == ["frozen", "full_finetuning", "full_plugging", "NA", *nfa]
     assert nas_rows["full_finetuning"]["trainable_pct"] == 100 and nas_rows["frozen"]["trainable_pct"] == 0
     assert 0 < nas_rows["full_plugging"]["trainable_pct"] < 10  # adapters everywhere (+ the bridge)
-    architecture = found["nas_architecture"]
-    assert set(architecture["architecture"]) == {"se", "asr", "nlu"} and set(architecture["architecture"].values()) <= {"frozen", "adapter", "finetune"}
+    # lambda 1000 prices every candidate out: all cells frozen, only the bridge trains
+    assert nas_rows["NFA_two_stage_lam1000"]["trainable_pct"] < nas_rows["NFA_two_stage_lam0"]["trainable_pct"]
+    architecture = found["nas_architecture"]  # the selected point of the sweep
+    assert architecture["system"] in nfa and architecture["blocks"] == ["nlu"]
+    assert set(architecture["architecture"]) == {"se", "asr", *(f"nlu.{i}" for i in range(6))}
+    assert set(architecture["architecture"].values()) <= {"frozen", "adapter", "finetune"}
     assert len(architecture["history"]) > 0 and found["nas_cascade"] and found["weights_plot"]
 
     # the public commands on the fine-tuned model version

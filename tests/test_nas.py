@@ -242,6 +242,52 @@ def test_search_on_the_cascade_runs_every_module(speech, tmp_path):
         torch.testing.assert_close(loaded(batch["noisy"], batch["lengths"])["nlu"]["scenario_logits"], expected, rtol=0, atol=1e-5)
 
 
+def test_block_cells_choose_per_layer_and_round_trip(speech, tmp_path):
+    """One cell per Conformer / MiniLM layer: all frozen equals the plain cascade, each block's adapter
+    lies inside its block, a mixed architecture trains exactly its choices and saves and loads."""
+    from components.data.dataset import collate
+    from components.models.asr import ASRConfig, ConformerCTC
+    from components.models.cascade import Cascade, load_cascade, save_cascade
+    from components.models.nlu import NluLabels, build_nlu
+    from components.nas import attach_cells
+    from components.nas.cascade import find_cells, trainable_parameters
+
+    torch.manual_seed(0)
+    labels = NluLabels.from_label_set()
+    cascade = Cascade(None, ConformerCTC(ASRConfig(d_model=96, ffn=256, layers=2, heads=4, dropout=0.0)), build_nlu(labels), labels).eval()
+    batch = collate([speech[i] for i in range(2)])
+    logits = lambda model: model(batch["noisy"], batch["lengths"])["nlu"]["scenario_logits"]  # noqa: E731
+    with torch.no_grad():
+        plain = logits(cascade)
+    cells = attach_cells(cascade, "NFA", blocks=["asr", "nlu"])
+    assert list(cells) == ["asr.0", "asr.1", *(f"nlu.{i}" for i in range(6))]
+    arch = Architecture(cells)
+    arch.fix({name: "frozen" for name in cells})
+    with torch.no_grad():
+        torch.testing.assert_close(logits(cascade), plain, rtol=0, atol=1e-5)
+    for cell in cells.values():  # the adapter's layers and the fine-tune deltas stay inside the block
+        block_params = {id(p) for p in cell.base.parameters()}
+        assert cell.candidate_parameters()["adapter"] and all(id(p) in block_params for p in cell.candidate_parameters()["adapter"])
+        assert cell.backbone_size() < sum(p.numel() for p in cascade.nlu.parameters())
+
+    choices = {name: "frozen" for name in cells} | {"asr.1": "adapter", "nlu.5": "finetune"}
+    arch.fix(choices)
+    with torch.no_grad():
+        for cell in (cells["asr.1"], cells["nlu.5"]):
+            for p in cell.candidate_parameters()[choices[cell.label]]:
+                p.add_(torch.randn_like(p) * 0.02)
+        expected = logits(cascade)
+    assert not torch.allclose(expected, plain)
+    chosen = sum(p.numel() for c in ("asr.1", "nlu.5") for p in cells[c].candidate_parameters()[choices[c]])
+    assert trainable_parameters(cascade) == chosen + sum(p.numel() for p in cascade.bridge.parameters())
+    loaded = load_cascade(save_cascade(cascade, tmp_path / "blocks"))
+    assert {n: c.candidates[c.fixed] for n, c in find_cells(loaded).items()} == choices
+    with torch.no_grad():
+        torch.testing.assert_close(logits(loaded), expected, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="not among the searched modules"):
+        attach_cells(Cascade(None, ConformerCTC(ASRConfig(d_model=96, ffn=256, layers=2, heads=4)), build_nlu(labels), labels), "NFA", modules=["asr"], blocks=["nlu"])
+
+
 def test_plots_and_pareto_front():
     from components.nas.plots import architecture_weights_html, pareto_front, pareto_html
 

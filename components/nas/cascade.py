@@ -1,6 +1,7 @@
-"""Choice cells on the SE -> ASR -> NLU cascade: one cell a module, each with its adapter.
+"""Choice cells on the SE -> ASR -> NLU cascade: one cell a module (or a block), each with its adapter.
 
     cells = attach_cells(cascade, space="NFA")          # cascade.se / .asr / .nlu become ChoiceCells
+    cells = attach_cells(cascade, "NFA", blocks=["nlu"])  # or: one cell per MiniLM layer ("nlu.0" ... "nlu.5")
     arch = Architecture(cells, frozen_cost=0.0)
     search(cascade, arch, cascade_loss, train, nas_val, SearchConfig(...), collate_fn=collate, extra=bridge)
 
@@ -16,6 +17,8 @@ from collections.abc import Mapping, Sequence
 from torch import nn
 
 from components.adapters import config_class
+from components.adapters.attention import set_submodule
+from components.adapters.inject import find_targets
 from components.models.cascade import Cascade
 from components.nas.cell import SEARCH_SPACES, ChoiceCell
 
@@ -27,25 +30,51 @@ DEFAULT_ADAPTERS: dict[str, dict] = {
 
 
 def attach_cells(
-    cascade: Cascade, space: str = "NFA", adapters: Mapping[str, dict] | None = None, modules: Sequence[str] = ("se", "asr", "nlu")
+    cascade: Cascade,
+    space: str = "NFA",
+    adapters: Mapping[str, dict] | None = None,
+    modules: Sequence[str] = ("se", "asr", "nlu"),
+    blocks: Sequence[str] = (),
 ) -> dict[str, ChoiceCell]:
-    """Replace each module by a ChoiceCell over ``SEARCH_SPACES[space]``; returns {module: cell}."""
+    """Replace each module by a ChoiceCell over ``SEARCH_SPACES[space]``; returns {name: cell}.
+
+    A module named in ``blocks`` gets one cell per block instead (its backbone's '@layer' role:
+    Conformer layers, BERT layers), named "asr.0", "asr.1", ...; its other parameters (front end,
+    embeddings, heads) stay frozen. Each block's adapter is the module's adapter narrowed to the block.
+    """
     if space not in SEARCH_SPACES:
         raise ValueError(f"unknown search space {space!r}; use one of {sorted(SEARCH_SPACES)}")
+    unknown = sorted(set(blocks) - set(modules))
+    if unknown:
+        raise ValueError(f"blocks {unknown} are not among the searched modules {list(modules)}")
     specs = {**DEFAULT_ADAPTERS, **(adapters or {})}
-    cascade.nas_spec = {"space": space, "adapters": {m: specs[m] for m in modules}, "modules": list(modules)}  # for save_cascade
+    cascade.nas_spec = {"space": space, "adapters": {m: specs[m] for m in modules}, "modules": list(modules), "blocks": list(blocks)}  # for save_cascade
+    candidates = SEARCH_SPACES[space]
     cells = {}
     for name in modules:
-        base = getattr(cascade, name, None)
-        if base is None:
+        module = getattr(cascade, name, None)
+        if module is None:
             continue  # a cascade without SE
-        if isinstance(base, ChoiceCell):
-            raise ValueError(f"cascade.{name} already is a choice cell")
+        if isinstance(module, ChoiceCell) or find_cells(module):
+            raise ValueError(f"cascade.{name} already has choice cells")
         spec = dict(specs[name])
-        config = config_class(spec.pop("method")).from_dict(spec)
-        cells[name] = ChoiceCell(base, SEARCH_SPACES[space], config if "adapter" in SEARCH_SPACES[space] else None)
-        setattr(cascade, name, cells[name])
+        config = config_class(spec.pop("method")).from_dict(spec) if "adapter" in candidates else None
+        if name not in blocks:
+            cells[name] = ChoiceCell(module, candidates, config)
+            setattr(cascade, name, cells[name])
+            continue
+        for i, (path, block) in enumerate(find_targets(module, ["@layer"])):
+            cell = ChoiceCell(block, candidates, config, adapter_root=module, adapter_name=f"nas_{i}")
+            set_submodule(module, path, cell)
+            cells[f"{name}.{i}"] = cell
+    for label, cell in cells.items():
+        cell.label = label
     return cells
+
+
+def find_cells(model: nn.Module) -> dict[str, ChoiceCell]:
+    """{label: cell} of the choice cells inside ``model``, in model order."""
+    return {m.label: m for m in model.modules() if isinstance(m, ChoiceCell)}
 
 
 def glue_parameters(cascade: Cascade) -> list[nn.Parameter]:
@@ -58,29 +87,23 @@ def cells_config(cascade: Cascade) -> dict | None:
     spec = getattr(cascade, "nas_spec", None)
     if spec is None:
         return None
-    fixed = {}
-    for name in spec["modules"]:
-        cell = getattr(cascade, name, None)
-        if isinstance(cell, ChoiceCell):
-            fixed[name] = cell.candidates[cell.fixed] if cell.mode == "fixed" else None
+    fixed = {label: cell.candidates[cell.fixed] if cell.mode == "fixed" else None for label, cell in find_cells(cascade).items()}
     return {**spec, "fixed": fixed}
 
 
 def restore_cells(cascade: Cascade, config: dict) -> None:
     """attach_cells as recorded by cells_config (before loading the weights), then each cell's fixed choice."""
-    cells = attach_cells(cascade, config["space"], config["adapters"], config["modules"])
-    for name, choice in config["fixed"].items():
+    cells = attach_cells(cascade, config["space"], config["adapters"], config["modules"], config.get("blocks", ()))
+    for label, choice in config["fixed"].items():
         if choice is not None:
-            cells[name].mode, cells[name].fixed = "fixed", cells[name].candidates.index(choice)
+            cells[label].mode, cells[label].fixed = "fixed", cells[label].candidates.index(choice)
 
 
 def trainable_parameters(cascade: Cascade) -> int:
     """What the cascade's fixed architecture trains: each cell's chosen candidate, plus the glue."""
     total = sum(p.numel() for p in glue_parameters(cascade))
-    for name in getattr(cascade, "nas_spec", {}).get("modules", []):
-        cell = getattr(cascade, name, None)
-        if isinstance(cell, ChoiceCell):
-            if cell.mode != "fixed":
-                raise ValueError(f"cascade.{name} has no fixed architecture yet (mode {cell.mode!r})")
-            total += sum(p.numel() for p in cell.candidate_parameters()[cell.candidates[cell.fixed]])
+    for label, cell in find_cells(cascade).items():
+        if cell.mode != "fixed":
+            raise ValueError(f"cell {label} has no fixed architecture yet (mode {cell.mode!r})")
+        total += sum(p.numel() for p in cell.candidate_parameters()[cell.candidates[cell.fixed]])
     return total

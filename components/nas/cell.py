@@ -18,6 +18,7 @@ the search before each forward:
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +28,7 @@ from torch import nn
 from torch.func import functional_call
 
 from components.adapters import AdapterConfig, add_adapter
-from components.adapters.inject import adapter_named_parameters
+from components.adapters.inject import adapter_named_parameters, find_targets
 
 CANDIDATES = ("frozen", "adapter", "finetune")
 SEARCH_SPACES = {"NA": ("frozen", "adapter"), "NFA": ("frozen", "adapter", "finetune")}
@@ -35,7 +36,18 @@ ADAPTER_NAME = "nas"
 
 
 class ChoiceCell(nn.Module):
-    def __init__(self, base: nn.Module, candidates: Sequence[str], adapter: AdapterConfig | None = None) -> None:
+    """``adapter_root``: for a block cell, the module whose backbone profile resolves the adapter's
+    roles (e.g. the ASR for one Conformer layer); the adapter is applied from there, as ``adapter_name``,
+    to the targets that lie inside ``base``. Without it the adapter is applied to ``base`` itself."""
+
+    def __init__(
+        self,
+        base: nn.Module,
+        candidates: Sequence[str],
+        adapter: AdapterConfig | None = None,
+        adapter_root: nn.Module | None = None,
+        adapter_name: str = ADAPTER_NAME,
+    ) -> None:
         super().__init__()
         unknown = [c for c in candidates if c not in CANDIDATES]
         if unknown or not candidates or len(set(candidates)) != len(candidates):
@@ -44,10 +56,16 @@ class ChoiceCell(nn.Module):
             raise ValueError("give an adapter config exactly when 'adapter' is a candidate")
         self.base = base
         self.candidates = tuple(candidates)
-        self.adapter = add_adapter(base, adapter, name=ADAPTER_NAME, tasks=["nas"]) if adapter is not None else None
-        adapter_ids = {id(p) for _, p in adapter_named_parameters(base, self.adapter)} if self.adapter is not None else set()
-        self.weight_names = [n for n, p in base.named_parameters() if id(p) not in adapter_ids]  # the backbone's own
+        self.label = ""  # the cell's name in the architecture, set by attach_cells
+        self.adapter = None
+        self._adapter_root = [adapter_root or base]  # a list: not a submodule of the cell
+        if adapter is not None:
+            if adapter_root is not None:
+                adapter = _within(adapter_root, base, adapter)
+            self.adapter = add_adapter(self._adapter_root[0], adapter, name=adapter_name, tasks=["nas"])
         self.delta = nn.ParameterDict()
+        adapter_ids = {id(p) for p in self.candidate_parameters()["adapter"]}
+        self.weight_names = [n for n, p in base.named_parameters() if id(p) not in adapter_ids]  # the backbone's own
         if "finetune" in candidates:
             for n in self.weight_names:
                 self.delta[_key(n)] = nn.Parameter(torch.zeros_like(base.get_parameter(n)))
@@ -67,7 +85,7 @@ class ChoiceCell(nn.Module):
         """The parameters that train when each candidate is chosen."""
         return {
             "frozen": [],
-            "adapter": [p for _, p in adapter_named_parameters(self.base, self.adapter)] if self.adapter is not None else [],
+            "adapter": [p for _, p in adapter_named_parameters(self._adapter_root[0], self.adapter)] if self.adapter is not None else [],
             "finetune": list(self.delta.values()),
         }
 
@@ -100,6 +118,15 @@ class ChoiceCell(nn.Module):
 
     def extra_repr(self) -> str:
         return f"candidates={self.candidates}, mode={self.mode!r}" + (f", fixed={self.candidates[self.fixed]!r}" if self.mode == "fixed" else "")
+
+
+def _within(root: nn.Module, block: nn.Module, config: AdapterConfig) -> AdapterConfig:
+    """``config`` with its targets narrowed to the modules of ``root`` that lie inside ``block`` (exact paths)."""
+    inside = {id(m) for m in block.modules()}
+    paths = [path for path, module in find_targets(root, config.target_modules) if id(module) in inside]
+    if not paths:
+        raise ValueError(f"adapter targets {list(config.target_modules)} match nothing inside the {type(block).__name__} block")
+    return dataclasses.replace(config, target_modules=paths)
 
 
 def _key(name: str) -> str:

@@ -168,12 +168,16 @@ def finetune_cascade(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDa
     return train(cascade, loss, train_ds, cfg, collate_fn=collate, val_fn=_val(val_ds, val, cfg), on_metrics=on_metrics)
 
 
-def search_cascade(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, search_cfg, space: str = "NFA", adapters: dict | None = None, frozen_cost: float = 0.0, on_record=None):
-    """Stage 1 of the architecture search on the cascade's SE, ASR and NLU (loss: cascade_loss; the
-    bridge always trains). Returns (architecture, search result) with the derived choices fixed."""
+def search_cascade(
+    cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, search_cfg, space: str = "NFA", adapters: dict | None = None,
+    frozen_cost: float = 0.0, blocks: Sequence[str] = (), on_record=None,
+):
+    """Stage 1 of the architecture search on the cascade's SE, ASR and NLU (per block for the modules in
+    ``blocks``; loss: cascade_loss; the bridge always trains). Returns (architecture, search result) with
+    the derived choices fixed."""
     from components.nas import Architecture, attach_cells, glue_parameters, search
 
-    arch = Architecture(attach_cells(cascade, space, adapters), frozen_cost=frozen_cost)
+    arch = Architecture(attach_cells(cascade, space, adapters, blocks=blocks), frozen_cost=frozen_cost)
     result = search(cascade, arch, cascade_loss, train_ds, val_ds, search_cfg, collate_fn=collate, extra=glue_parameters(cascade), on_record=on_record)
     arch.fix(result.architecture)
     return arch, result
@@ -183,8 +187,9 @@ def train_cascade_architecture(cascade: Cascade, choices: dict[str, str], train_
     """Stage 2 of the architecture search: the cascade's cells fixed to ``choices``; only the chosen
     candidates and the bridge train, on the same loss as full fine-tuning."""
     from components.nas import Architecture, glue_parameters, train_derived
+    from components.nas.cascade import find_cells
 
-    arch = Architecture({name: getattr(cascade, name) for name in choices})
+    arch = Architecture(find_cells(cascade))
 
     def val(model, b):
         total, parts = cascade_loss(model, b)
