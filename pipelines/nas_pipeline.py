@@ -54,7 +54,7 @@ def nas_pipeline(
     plugged, _ = train_architecture(plugged, plugged_arch, train, nas_val, manifest_path, train_config=stage2_train, checkpoint_dir=checkpoint_dir, name="plugging", id="train_plugging")
     plugging, _ = evaluate(plugged, test, manifest_path, system="full_plugging", id="evaluate_plugging")
 
-    na_cascade, na_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NA", adapters=adapters, frozen_cost=frozen_cost, blocks=blocks, id="search_na")
+    na_cascade, na_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NA", adapters=adapters, frozen_cost=frozen_cost, blocks=blocks, checkpoint_dir=checkpoint_dir, id="search_na")
     na_cascade, _ = train_architecture(na_cascade, na_arch, train, nas_val, manifest_path, train_config=stage2_train, checkpoint_dir=checkpoint_dir, name="na_stage2", id="train_na")
     na, _ = evaluate(na_cascade, test, manifest_path, system="NA", id="evaluate_na")
 
@@ -62,7 +62,7 @@ def nas_pipeline(
     for lam in lambdas or (search_config.get("lam", 1.0),):
         tag = f"lam{lam:g}"
         name = tag.replace(".", "_")  # step ids without dots
-        nfa_cascade, nfa_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NFA", adapters=adapters, frozen_cost=frozen_cost, blocks=blocks, lam=lam, id=f"search_nfa_{name}")
+        nfa_cascade, nfa_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NFA", adapters=adapters, frozen_cost=frozen_cost, blocks=blocks, lam=lam, checkpoint_dir=checkpoint_dir, id=f"search_nfa_{name}")
         nfa_one, _ = evaluate(nfa_cascade, test, manifest_path, system=f"NFA_one_stage_{tag}", id=f"evaluate_nfa_one_stage_{name}")
         nfa_cascade, _ = train_architecture(nfa_cascade, nfa_arch, train, nas_val, manifest_path, train_config=stage2_train, checkpoint_dir=checkpoint_dir, name=f"nfa_stage2_{name}", id=f"train_nfa_{name}")
         nfa_two, _ = evaluate(nfa_cascade, test, manifest_path, system=f"NFA_two_stage_{tag}", id=f"evaluate_nfa_two_stage_{name}")

@@ -2,6 +2,7 @@
 
 import html
 import json
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, List, Optional, Tuple
 
@@ -17,7 +18,7 @@ from components.nas.plots import architecture_weights_html, pareto_html
 from components.training import recipes
 from steps.results import COLUMNS
 from steps.materializers import CascadeMaterializer  # noqa: F401  (registers the materializer for Cascade)
-from steps.training import make_train_config, train_and_log
+from steps.training import checkpoint_folder, make_train_config, train_and_log
 
 
 @step
@@ -32,6 +33,7 @@ def nas_search(
     frozen_cost: float = 0.0,
     blocks: Tuple[str, ...] = (),
     lam: Optional[float] = None,
+    checkpoint_dir: Optional[str] = None,
 ) -> Tuple[Annotated[Cascade, "searched_cascade"], Annotated[dict, "architecture"], Annotated[HTMLString, "architecture_weights"]]:
     """Stage 1: first-order DARTS over {frozen, adapter[, fine-tune]} per module (per layer for the modules
     in ``blocks``); the cascade leaves with the derived architecture fixed and its stage-1 weights (the
@@ -40,6 +42,8 @@ def nas_search(
     config = SearchConfig(**search_config)
     if lam is not None:  # one point of a lambda sweep
         config.lam = lam
+    settings = {**asdict(config), "space": space, "adapters": adapters, "frozen_cost": frozen_cost, "blocks": list(blocks)}
+    config.checkpoint_dir = checkpoint_folder(checkpoint_dir, f"search_{space.lower()}", settings)
     arch, result = recipes.search_cascade(cascade, SpeechDataset(train, root), SpeechDataset(nas_val, root), config, space, adapters, frozen_cost, blocks)
     architecture = {"space": space, "frozen_cost": frozen_cost, "lambda": config.lam, "blocks": list(blocks), **json.loads(arch.to_json(result.history))}
     log_metadata({"architecture": result.architecture, "trainable_fraction": architecture["trainable_fraction"], "search_steps": result.steps})
@@ -98,15 +102,15 @@ def nas_results_table(
     """One row a system (trainable parameters as % of full fine-tuning's; NFA rows once per lambda), the
     Pareto plot, and the selected NFA two-stage system as the model version's artifacts: the lowest NLU
     CER within ``max_trainable_pct`` (the fewest parameters when none fits)."""
-    rows = [frozen, full, plugging, na]
-    for one, two, arch in zip(nfa_one_stage, nfa_two_stage, nfa_architectures):
-        rows += [one | {"lambda": arch["lambda"]}, two | {"lambda": arch["lambda"]}]
     base = full["trainable_parameters"] or 1
-    for r in rows:
-        r["trainable_pct"] = 100.0 * r["trainable_parameters"] / base
-    fits = [i for i, r in enumerate(nfa_two_stage) if r["trainable_pct"] <= max_trainable_pct]
-    best = min(fits, key=lambda i: nfa_two_stage[i]["nlu_cer"]) if fits else min(range(len(nfa_two_stage)), key=lambda i: nfa_two_stage[i]["trainable_pct"])
-    selected = nfa_two_stage[best]["system"]
+    pct = lambda r: 100.0 * r["trainable_parameters"] / base  # noqa: E731
+    two_stage = [two | {"lambda": arch["lambda"], "trainable_pct": pct(two)} for two, arch in zip(nfa_two_stage, nfa_architectures)]
+    rows = [r | {"trainable_pct": pct(r)} for r in (frozen, full, plugging, na)]
+    for one, two, arch in zip(nfa_one_stage, two_stage, nfa_architectures):
+        rows += [one | {"lambda": arch["lambda"], "trainable_pct": pct(one)}, two]
+    fits = [i for i, r in enumerate(two_stage) if r["trainable_pct"] <= max_trainable_pct]
+    best = min(fits, key=lambda i: two_stage[i]["nlu_cer"]) if fits else min(range(len(two_stage)), key=lambda i: two_stage[i]["trainable_pct"])
+    selected = two_stage[best]["system"]
     df = pd.DataFrame(rows).reindex(columns=["system", "mode", "lambda", "trainable_pct", *COLUMNS[2:]])
     shown = df.copy()
     for col in ("wer", "cer", "scenario_acc", "action_acc", "intent_acc", "entity_f1", "slu_f1", "nlu_cer"):

@@ -1,5 +1,7 @@
 """What every training step shares: where its checkpoints live, and how its metrics reach ZenML."""
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -10,18 +12,25 @@ from components.training.curves import curves_html
 from components.training.loop import TrainConfig, TrainResult
 
 
-def checkpoint_folder(checkpoint_dir: Optional[str], module: str) -> Optional[str]:
-    """<checkpoint_dir>/<module>/<content hash of the input cascade>: the same step on the same input
-    weights resumes (also in a later run whose upstream steps re-ran to the same weights); another
-    input (other backbone, other upstream config) never picks it up."""
+# Settings that a resumed run may change: budgets (a longer run continues a shorter one) and bookkeeping.
+RESUMABLE = {"max_epochs", "max_steps", "patience", "progress", "checkpoint_every", "keep_checkpoints", "device", "record_every"}
+
+
+def checkpoint_folder(checkpoint_dir: Optional[str], module: str, settings: Optional[dict] = None) -> Optional[str]:
+    """<checkpoint_dir>/<module>/<content hash of the input cascade>-<hash of the settings>: the same step
+    on the same input weights with the same settings resumes (also in a later run whose upstream steps
+    re-ran to the same weights); another input or another learning rate, loss or search space never
+    picks it up. Settings in RESUMABLE do not count."""
     if not checkpoint_dir:
         return None
     source = get_step_context().inputs["cascade"][0]
-    return str(Path(checkpoint_dir).expanduser() / module / (source.content_hash or str(source.id))[:16])
+    kept = {k: v for k, v in (settings or {}).items() if k not in RESUMABLE}
+    digest = hashlib.sha1(json.dumps(kept, sort_keys=True, default=str).encode()).hexdigest()[:8]
+    return str(Path(checkpoint_dir).expanduser() / module / f"{(source.content_hash or str(source.id))[:16]}-{digest}")
 
 
 def make_train_config(train_config: dict, checkpoint_dir: Optional[str], module: str) -> TrainConfig:
-    return TrainConfig(**{**train_config, "checkpoint_dir": checkpoint_folder(checkpoint_dir, module)})
+    return TrainConfig(**{**train_config, "checkpoint_dir": checkpoint_folder(checkpoint_dir, module, train_config)})
 
 
 def train_and_log(module: str, run: Callable[[Callable[[dict], None]], TrainResult]) -> HTMLString:

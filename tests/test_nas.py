@@ -172,6 +172,37 @@ def test_search_follows_the_loss_and_the_penalty(lam, expected):
     assert "val_loss" not in result.history[0] and "penalty" in result.history[-1]  # warm-up: weights only
 
 
+def test_a_killed_search_resumes_where_it_stopped(tmp_path):
+    """Killed at step 15 (the last checkpoint at 10): the resumed search ends with
+    the same alpha, weights and history as one that ran through."""
+    from components.nas import SearchConfig, search
+
+    cfg = dict(epochs=4, warmup_epochs=1, batch_size=16, lam=1.0, arch_lr=0.05, weight_lr=0.01, record_every=3, progress=False, device="cpu")
+    model, arch = mlp_problem()
+    reference = search(model, arch, mse, Regression(128, 0), Regression(40, 1), SearchConfig(**cfg))
+    expected = [arch.alpha.detach().clone(), *(p.detach().clone() for p in model.parameters())]
+
+    class Killed(Exception):
+        pass
+
+    def kill(record):
+        if record["step"] == 15:
+            raise Killed
+
+    model, arch = mlp_problem()
+    folder = str(tmp_path / "search")
+    with pytest.raises(Killed):
+        search(model, arch, mse, Regression(128, 0), Regression(40, 1), SearchConfig(**cfg, checkpoint_dir=folder, checkpoint_every=5), on_record=kill)
+    model, arch = mlp_problem()  # a fresh process: nothing but the folder survives
+    resumed = search(model, arch, mse, Regression(128, 0), Regression(40, 1), SearchConfig(**cfg, checkpoint_dir=folder, checkpoint_every=5))
+    assert resumed.resumed_from == 10 and resumed.steps == reference.steps == 32
+    assert resumed.history == reference.history and resumed.architecture == reference.architecture
+    for a, b in zip(expected, [arch.alpha, *model.parameters()]):
+        torch.testing.assert_close(b.detach(), a, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="search checkpoint"):  # another lambda does not resume this search
+        search(*mlp_problem(), mse, Regression(128, 0), Regression(40, 1), SearchConfig(**cfg | {"lam": 2.0}, checkpoint_dir=folder))
+
+
 def test_two_stage_trains_only_the_derived_candidates(tmp_path):
     from components.nas import train_derived
     from components.training.loop import TrainConfig

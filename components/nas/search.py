@@ -8,24 +8,30 @@ Stage 1 (``search``), per train batch:
 The temperature anneals from tau_max to tau_min over the steps after warm-up. During
 warm-up alpha is uniform, so every candidate's weights get trained before they compete.
 
+With ``checkpoint_dir``, a checkpoint (alpha, the trained weights, both optimizers, RNG states,
+the history) is written every ``checkpoint_every`` steps and at the end; ``search`` called again
+on the same folder continues from it and ends where an uninterrupted search would have.
+The train batches of an epoch and the nas_val batch of each architecture step are functions of
+the seed and the step, so a resumed search sees the same data.
+
 Stage 2 (``train_derived``): the derived architecture fixed, only the chosen candidates'
 parameters (and ``extra``) train, with the shared training loop (checkpoints, early stopping).
 """
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
 from components.nas.architecture import Architecture, temperature
-from components.training.loop import TrainConfig, TrainResult, epoch_batches, resolve_device, to_device, train
+from components.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from components.training.loop import TrainConfig, TrainResult, epoch_batches, lr_groups, resolve_device, to_device, train
 
 
 @dataclass
@@ -36,6 +42,7 @@ class SearchConfig:
     batch_size: int = 8
     bucket_by_length: bool = False  # train batches of similar length (needs train_set.lengths): less padding
     weight_lr: float = 1e-3  # AdamW on adapters, deltas and extra parameters
+    lr_scale: dict[str, float] = field(default_factory=dict)  # weight_lr multipliers by name prefix or glob, as TrainConfig.lr_scale ('*.delta.*': 0.2)
     arch_lr: float = 3e-3  # Adam on alpha (DARTS: betas 0.5, 0.999)
     arch_weight_decay: float = 1e-3
     lam: float = 1.0  # parameter penalty weight
@@ -46,6 +53,8 @@ class SearchConfig:
     seed: int = 0
     device: str = "auto"
     record_every: int = 10  # steps between history records (architecture probabilities)
+    checkpoint_dir: str | None = None  # resume from / write checkpoints here
+    checkpoint_every: int = 50  # steps between checkpoints (plus one at the end)
     progress: bool = True
 
 
@@ -54,6 +63,7 @@ class SearchResult:
     architecture: dict[str, str]
     history: list[dict] = field(default_factory=list)  # {step, epoch, tau, probabilities, train_loss, val_loss, penalty}
     steps: int = 0
+    resumed_from: int | None = None  # the step of the checkpoint this search started from
 
 
 LossFn = Callable[[nn.Module, Any], Any]
@@ -77,29 +87,61 @@ def search(
     device = resolve_device(cfg.device)
     model.to(device)
     arch.to(device)
-    torch.manual_seed(cfg.seed)
     weights = _unique(arch.candidate_parameters() + list(extra))
     for p in model.parameters():
         p.requires_grad_(False)
     for p in weights:
         p.requires_grad_(True)
-    weight_opt = torch.optim.AdamW(weights, lr=cfg.weight_lr)
+    ids = {id(p) for p in weights}
+    named = [(n, p) for n, p in model.named_parameters() if id(p) in ids]  # ``extra`` must live in the model too
+    if len(named) != len(weights):
+        raise ValueError("every candidate and extra parameter must be a parameter of the model")
+    weight_opt = torch.optim.AdamW(lr_groups(named, cfg.weight_lr, cfg.lr_scale), lr=cfg.weight_lr)
     arch_opt = torch.optim.Adam([arch.alpha], lr=cfg.arch_lr, betas=(0.5, 0.999), weight_decay=cfg.arch_weight_decay)
     lengths = getattr(train_set, "lengths", None) if cfg.bucket_by_length else None
     if cfg.bucket_by_length and lengths is None:
         raise ValueError(f"bucket_by_length needs a train_set with a `lengths` attribute; {type(train_set).__name__} has none")
     n_batches = -(-len(train_set) // cfg.batch_size)
-    val_batches = itertools.cycle(DataLoader(val_set, batch_size=cfg.batch_size, shuffle=True, collate_fn=collate_fn, generator=torch.Generator().manual_seed(cfg.seed + 1)))
+    n_val_batches = -(-len(val_set) // cfg.batch_size)
     total = cfg.epochs * n_batches if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * n_batches)
     warmup = min(cfg.warmup_epochs * n_batches, total)
+
+    def val_batch(k: int):  # the k-th architecture step's nas_val batch: a new permutation every pass
+        indices = epoch_batches(len(val_set), cfg.batch_size, cfg.seed + 1, k // n_val_batches)[k % n_val_batches]
+        return to_device((collate_fn or default_collate)([val_set[i] for i in indices]), device)
+
+    saved = {"alpha": arch.alpha, **dict(named)}  # what a checkpoint holds
+    data_key = {"n_train": len(train_set), "n_val": len(val_set), "batch_size": cfg.batch_size, "seed": cfg.seed, "total": total,
+                "bucket_by_length": cfg.bucket_by_length, "lam": cfg.lam, "cells": arch.names, "candidates": list(arch.candidates)}
     result = SearchResult(architecture=arch.derive())
     step = 0
-    bar = tqdm(total=total, desc="search", disable=not cfg.progress)
+    ckpt = load_checkpoint(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+    if ckpt is not None:
+        if ckpt.state["data"] != data_key:
+            raise ValueError(f"search checkpoint in {cfg.checkpoint_dir} was made with {ckpt.state['data']}, not {data_key}")
+        with torch.no_grad():
+            for name, p in saved.items():
+                p.copy_(ckpt.model_state[name])
+        weight_opt.load_state_dict(ckpt.state["weight_optimizer"])
+        arch_opt.load_state_dict(ckpt.state["arch_optimizer"])
+        set_rng_state(ckpt.state["rng"])
+        step = result.resumed_from = ckpt.step
+        result.history = ckpt.state["history"]
+    else:
+        torch.manual_seed(cfg.seed)
+
+    def save() -> None:
+        state = {"format": 1, "data": data_key, "weight_optimizer": weight_opt.state_dict(), "arch_optimizer": arch_opt.state_dict(),
+                 "rng": rng_state(), "history": result.history}
+        save_checkpoint(cfg.checkpoint_dir, step, {n: p.detach() for n, p in saved.items()}, state)
+
+    bar = tqdm(total=total, initial=step, desc="search", disable=not cfg.progress)
     model.train()
     while step < total:
-        epoch = step // n_batches
-        batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, epoch, lengths)
-        for batch in DataLoader(train_set, batch_sampler=batches, collate_fn=collate_fn):
+        epoch, done = divmod(step, n_batches)
+        batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, epoch, lengths)[done:]  # a resumed epoch skips what it did
+        # its own generator: a DataLoader draws a base seed, which must not move the global RNG that Gumbel samples use
+        for batch in DataLoader(train_set, batch_sampler=batches, collate_fn=collate_fn, generator=torch.Generator()):
             if step >= total:
                 break
             tau = temperature(max(0, step - warmup), total - warmup, cfg.tau_max, cfg.tau_min)
@@ -116,7 +158,7 @@ def search(
             if step >= warmup:
                 arch_opt.zero_grad(set_to_none=True)
                 arch.sample(tau, cfg.hard)
-                val_loss = _loss(loss_fn(model, to_device(next(val_batches), device)))
+                val_loss = _loss(loss_fn(model, val_batch(step - warmup)))
                 penalty = arch.penalty(cfg.lam)
                 (val_loss + penalty).backward()
                 arch_opt.step()
@@ -129,6 +171,8 @@ def search(
                 result.history.append(record)
                 if on_record is not None:
                     on_record(record)
+            if cfg.checkpoint_dir and (step % cfg.checkpoint_every == 0 or step == total):
+                save()
     bar.close()
     result.architecture, result.steps = arch.derive(), step
     return result

@@ -30,6 +30,7 @@ run with a larger ``max_steps`` continues exactly.
 
 from __future__ import annotations
 
+import fnmatch
 import math
 import random
 import time
@@ -57,7 +58,7 @@ class TrainConfig:
     max_steps: int | None = None  # stop after this many optimizer steps in total
     batch_size: int = 8
     lr: float = 1e-3  # default AdamW only
-    lr_scale: dict[str, float] = field(default_factory=dict)  # default AdamW only: parameter-name prefix -> lr multiplier (longest prefix wins)
+    lr_scale: dict[str, float] = field(default_factory=dict)  # default AdamW only: name prefix or glob ('*.delta.*') -> lr multiplier (longest key wins)
     weight_decay: float = 0.0  # default AdamW only
     grad_clip: float | None = 5.0  # max global grad norm; None = no clipping
     seed: int = 0  # data order, and the global RNGs of a fresh (not resumed) run
@@ -183,22 +184,36 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
+def lr_groups(named: list[tuple[str, nn.Parameter]], lr: float, lr_scale: dict[str, float], known: list[str] | None = None) -> list[dict]:
+    """Optimizer groups {"params", "lr"} over ``named``: each parameter at lr x the scale of the most
+    specific (longest) ``lr_scale`` key it matches, 1 when none. A key with '*' is a glob over the whole
+    name ('*.delta.*'); any other key is a name prefix ('nlu.encoder.'). ValueError names the keys that
+    match none of ``known`` (default: the names in ``named``)."""
+
+    def matches(key: str, name: str) -> bool:
+        return fnmatch.fnmatchcase(name, key) if "*" in key else name.startswith(key)
+
+    known = [n for n, _ in named] if known is None else known
+    unused = [k for k in lr_scale if not any(matches(k, n) for n in known)]
+    if unused:
+        raise ValueError(f"lr_scale keys match no parameter name: {unused}")
+    groups: dict[float, list[nn.Parameter]] = {}
+    for name, p in named:
+        key = max((k for k in lr_scale if matches(k, name)), key=len, default=None)
+        groups.setdefault(lr_scale[key] if key is not None else 1.0, []).append(p)
+    return [{"params": ps, "lr": lr * scale} for scale, ps in groups.items()]
+
+
 def _make_optimizer(model: nn.Module, cfg: TrainConfig, optimizer: OptimizerArg) -> torch.optim.Optimizer:
     if isinstance(optimizer, torch.optim.Optimizer):
         return optimizer
     if optimizer is not None:
         return optimizer(model)
-    groups: dict[float, list[nn.Parameter]] = {}
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            prefix = max((k for k in cfg.lr_scale if name.startswith(k)), key=len, default=None)
-            groups.setdefault(cfg.lr_scale[prefix] if prefix is not None else 1.0, []).append(p)
-    if not groups:
+    trainable = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    if not trainable:
         raise ValueError("the model has no parameter with requires_grad=True")
-    unused = [k for k in cfg.lr_scale if not any(n.startswith(k) for n, _ in model.named_parameters())]
-    if unused:
-        raise ValueError(f"lr_scale prefixes match no parameter of {type(model).__name__}: {unused}")
-    return torch.optim.AdamW([{"params": ps, "lr": cfg.lr * scale} for scale, ps in groups.items()], lr=cfg.lr, weight_decay=cfg.weight_decay)
+    groups = lr_groups(trainable, cfg.lr, cfg.lr_scale, known=[n for n, _ in model.named_parameters()])
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def _validate(model: nn.Module, val_fn: ValFn) -> dict[str, float]:
