@@ -187,16 +187,17 @@ def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
 def lr_groups(named: list[tuple[str, nn.Parameter]], lr: float, lr_scale: dict[str, float], known: list[str] | None = None) -> list[dict]:
     """Optimizer groups {"params", "lr"} over ``named``: each parameter at lr x the scale of the most
     specific (longest) ``lr_scale`` key it matches, 1 when none. A key with '*' is a glob over the whole
-    name ('*.delta.*'); any other key is a name prefix ('nlu.encoder.'). ValueError names the keys that
-    match none of ``known`` (default: the names in ``named``)."""
+    name ('*.delta.*'); any other key is a name prefix ('nlu.encoder.'). A prefix that matches none of
+    ``known`` (default: the names in ``named``) is a ValueError (a typo); a glob may match nothing (one
+    config serves models with and without, e.g., fine-tune deltas)."""
 
     def matches(key: str, name: str) -> bool:
         return fnmatch.fnmatchcase(name, key) if "*" in key else name.startswith(key)
 
     known = [n for n, _ in named] if known is None else known
-    unused = [k for k in lr_scale if not any(matches(k, n) for n in known)]
+    unused = [k for k in lr_scale if "*" not in k and not any(matches(k, n) for n in known)]
     if unused:
-        raise ValueError(f"lr_scale keys match no parameter name: {unused}")
+        raise ValueError(f"lr_scale prefixes match no parameter name: {unused}")
     groups: dict[float, list[nn.Parameter]] = {}
     for name, p in named:
         key = max((k for k in lr_scale if matches(k, name)), key=len, default=None)
