@@ -4,21 +4,21 @@ search + two-stage time against one full fine-tuning run, and the systems' resul
     python benchmarks/nas.py [--threads 2] [--repeats 10] [--manifest data/target/manifest.jsonl]
                              [--out benchmarks/results/nas.json]
 
-Needs a finished nas_pipeline run (configs/nas.yaml) and the baseline run whose full fine-tuning
-it reused, in the local ZenML store.
+Needs a finished nas_pipeline run (configs/nas.yaml) in the local ZenML store (and, when its full
+fine-tuning came from a cache, the run that trained it).
 
 Steps (in this process, on the newest cascadapt_backbones, batch: the 8 target utterances
 closest to 2.5 s): ``full`` = cascade_loss + backward + AdamW over every parameter;
-``supernet_weight`` = NFA cells, one hard Gumbel sample (seeded per round, the same for every
+``supernet_weight`` = NFA cells (per block as in the run), one hard Gumbel sample (seeded per round, the same for every
 variant's round), AdamW over the candidates and the bridge; ``supernet_arch`` = the same
 sample with gradients to the logits, loss + penalty, Adam on the logits; ``supernet_soft`` =
 every candidate runs (DARTS). Round-robin medians over --repeats rounds; memory = what autograd
 saves for backward + gradients and AdamW state (benchmarks/memory.py).
 
-Pipeline: step durations of the newest nas_pipeline run, against the newest baseline run's
-finetune_full that really trained. Targets: NFA two-stage at <= 10 % of full fine-tuning's
-trainable parameters and an error at most 1 point (absolute) above it; search + stage 2 at
-most 2 x one full fine-tuning run.
+Pipeline: step durations of the newest nas_pipeline run, against the newest finetune_full that
+really trained; per lambda of the sweep, search + stage 2 seconds. Targets, on the NFA point the
+run selected: two-stage at <= 10 % of full fine-tuning's trainable parameters and an error at
+most 1 point (absolute) above it; search + stage 2 at most 2 x one full fine-tuning run.
 """
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ ERRORS = ("wer", "cer", "nlu_cer")
 ACCURACIES = ("intent_acc", "slu_f1")
 
 
-def step_costs(manifest: Path, repeats: int) -> dict:
+def step_costs(manifest: Path, repeats: int, blocks: list[str]) -> dict:
     import torch
 
     from benchmarks.cascade_cost import train_batch
@@ -53,7 +53,7 @@ def step_costs(manifest: Path, repeats: int) -> dict:
     batch, _ = train_batch(manifest)
     full = copy.deepcopy(backbone)
     supernet = copy.deepcopy(backbone)
-    arch = Architecture(attach_cells(supernet, "NFA"))
+    arch = Architecture(attach_cells(supernet, "NFA", blocks=blocks))
     weights = arch.candidate_parameters() + glue_parameters(supernet)
     for p in supernet.parameters():
         p.requires_grad_(False)
@@ -110,18 +110,27 @@ def pipeline_costs() -> dict:
     client = Client()
     nas = client.list_pipeline_runs(pipeline_name="nas_pipeline", sort_by="desc:created", size=1).items[0]
     seconds = {name: (s.end_time - s.start_time).total_seconds() for name, s in nas.steps.items() if s.end_time and s.start_time}
-    full = None
-    for run in client.list_pipeline_runs(pipeline_name="baseline_pipeline", sort_by="desc:created", size=20).items:
-        step = run.steps.get("finetune_full")
-        if step and step.end_time and (step.end_time - step.start_time).total_seconds() > 60:  # trained, not cached or resumed
-            full = (step.end_time - step.start_time).total_seconds()
-            break
-    nfa = seconds.get("search_nfa", 0) + seconds.get("train_nfa", 0)
-    table = nas.steps["nas_results_table"].outputs["nas_results"][0].load().to_dict("records")
-    architecture = nas.steps["search_nfa"].outputs["architecture"][0].load()
-    return {"run": nas.name, "step_seconds": seconds, "full_finetuning_seconds": full, "nfa_search_plus_stage2_seconds": nfa,
-            "nfa_cost_vs_full": nfa / full if full else None, "results": table, "nfa_architecture": architecture["architecture"],
-            "nfa_probabilities": architecture["probabilities"]}
+    full = None  # the newest full fine-tuning that really trained (not cached, not resumed from a finished checkpoint)
+    for pipeline in ("nas_pipeline", "baseline_pipeline"):
+        for run in client.list_pipeline_runs(pipeline_name=pipeline, sort_by="desc:created", size=20).items:
+            step = run.steps.get("finetune_full")
+            if full is None and step and step.end_time and (step.end_time - step.start_time).total_seconds() > 60:
+                full = (step.end_time - step.start_time).total_seconds()
+    outputs = nas.steps["nas_results_table"].outputs
+    table = outputs["nas_results"][0].load().to_dict("records")
+    selected = outputs["nas_architecture"][0].load()
+    sweep = {}
+    for name in seconds:
+        if name.startswith("search_nfa_"):
+            point = name.removeprefix("search_nfa_")
+            architecture = nas.steps[name].outputs["architecture"][0].load()
+            cost = seconds[name] + seconds.get(f"train_nfa_{point}", 0)
+            sweep[point] = {"lambda": architecture["lambda"], "architecture": architecture["architecture"], "trainable_fraction": architecture["trainable_fraction"],
+                            "search_plus_stage2_seconds": cost, "cost_vs_full": cost / full if full else None}
+    point = f"lam{selected['lambda']:g}".replace(".", "_")
+    return {"run": nas.name, "step_seconds": seconds, "full_finetuning_seconds": full, "selected": selected["system"], "blocks": selected.get("blocks", []),
+            "nfa_search_plus_stage2_seconds": sweep[point]["search_plus_stage2_seconds"], "nfa_cost_vs_full": sweep[point]["cost_vs_full"],
+            "results": table, "sweep": sweep, "nfa_architecture": selected["architecture"], "nfa_probabilities": selected["probabilities"]}
 
 
 def main() -> None:
@@ -139,7 +148,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     pipeline = pipeline_costs()
     rows = {r["system"]: r for r in pipeline["results"]}
-    full, nfa = rows["full_finetuning"], rows["NFA_two_stage"]
+    full, nfa = rows["full_finetuning"], rows[pipeline["selected"]]
     targets = {
         "nfa_trainable_pct": nfa["trainable_pct"],
         "nfa_trainable_le_10pct": nfa["trainable_pct"] <= 10,
@@ -147,7 +156,7 @@ def main() -> None:
         "nfa_within_1_point_nlu_cer": 100 * (nfa["nlu_cer"] - full["nlu_cer"]) <= 1,
         "nfa_cost_le_2x_full": pipeline["nfa_cost_vs_full"] is not None and pipeline["nfa_cost_vs_full"] <= 2,
     }
-    result = {"machine": describe(), "threads": args.threads, "steps": step_costs(Path(args.manifest), args.repeats), "pipeline": pipeline, "targets": targets}
+    result = {"machine": describe(), "threads": args.threads, "steps": step_costs(Path(args.manifest), args.repeats, pipeline["blocks"]), "pipeline": pipeline, "targets": targets}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps({"steps": result["steps"], "targets": targets, "nfa_cost_vs_full": pipeline["nfa_cost_vs_full"]}, indent=1, default=str))
