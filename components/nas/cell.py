@@ -58,7 +58,7 @@ class ChoiceCell(nn.Module):
         self.candidates = tuple(candidates)
         self.label = ""  # the cell's name in the architecture, set by attach_cells
         self.adapter = None
-        self._adapter_root = [adapter_root or base]  # a list: not a submodule of the cell
+        self._adapter_root = [base if adapter_root is None else adapter_root]  # a list: not a submodule of the cell
         if adapter is not None:
             if adapter_root is not None:
                 adapter = _within(adapter_root, base, adapter)
