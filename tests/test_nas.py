@@ -172,12 +172,13 @@ def test_search_follows_the_loss_and_the_penalty(lam, expected):
     assert "val_loss" not in result.history[0] and "penalty" in result.history[-1]  # warm-up: weights only
 
 
-def test_a_killed_search_resumes_where_it_stopped(tmp_path):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_a_killed_search_resumes_where_it_stopped(tmp_path, device):
     """Killed at step 15 (the last checkpoint at 10): the resumed search ends with
     the same alpha, weights and history as one that ran through."""
     from components.nas import SearchConfig, search
 
-    cfg = dict(epochs=4, warmup_epochs=1, batch_size=16, lam=1.0, arch_lr=0.05, weight_lr=0.01, record_every=3, progress=False, device="cpu")
+    cfg = dict(epochs=4, warmup_epochs=1, batch_size=16, lam=1.0, arch_lr=0.05, weight_lr=0.01, record_every=3, progress=False, device=device)
     model, arch = mlp_problem()
     reference = search(model, arch, mse, Regression(128, 0), Regression(40, 1), SearchConfig(**cfg))
     expected = [arch.alpha.detach().clone(), *(p.detach().clone() for p in model.parameters())]
@@ -197,6 +198,7 @@ def test_a_killed_search_resumes_where_it_stopped(tmp_path):
     resumed = search(model, arch, mse, Regression(128, 0), Regression(40, 1), SearchConfig(**cfg, checkpoint_dir=folder, checkpoint_every=5))
     assert resumed.resumed_from == 10 and resumed.steps == reference.steps == 32
     assert resumed.history == reference.history and resumed.architecture == reference.architecture
+    assert arch.alpha.device.type == device and all(p.device.type == device for p in model.parameters())
     for a, b in zip(expected, [arch.alpha, *model.parameters()]):
         torch.testing.assert_close(b.detach(), a, rtol=0, atol=0)
     with pytest.raises(ValueError, match="search checkpoint"):  # another lambda does not resume this search
