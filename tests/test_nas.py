@@ -326,6 +326,8 @@ def test_plots_and_pareto_front():
 
     history = [{"step": s, "probabilities": [[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]} for s in (1, 2, 3)]
     assert architecture_weights_html(history, ["se", "asr"], ["frozen", "adapter", "finetune"]).count("data:image/png;base64,") == 1
+    many = [{"step": 1, "probabilities": [[0.5, 0.3, 0.2]] * 7}]  # per-block cells wrap onto rows of four panels
+    assert "<img" in architecture_weights_html(many, ["se", "asr", *(f"nlu.{i}" for i in range(5))], ["frozen", "adapter", "finetune"])
     points = [{"label": "a", "trainable_pct": 1.0, "nlu_cer": 0.3}, {"label": "b", "trainable_pct": 5.0, "nlu_cer": 0.2},
               {"label": "c", "trainable_pct": 6.0, "nlu_cer": 0.25}, {"label": "full", "trainable_pct": 100.0, "nlu_cer": 0.19}]
     assert [p["label"] for p in pareto_front(points, "nlu_cer")] == ["a", "b", "full"]

@@ -21,10 +21,15 @@ def _page(fig, title: str) -> str:
 
 
 def architecture_weights_html(history: list[dict], cells: list[str], candidates: list[str], title: str = "architecture weights") -> str:
-    """One panel a cell: each candidate's probability against the search step."""
-    fig, axes = plt.subplots(1, max(1, len(cells)), figsize=(4.5 * max(1, len(cells)), 3.4), squeeze=False, layout="constrained")
+    """One panel a cell (four panels a row): each candidate's probability against the search step."""
+    n = max(1, len(cells))
+    cols = min(n, 4)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(4.5 * cols, 3.4 * rows), squeeze=False, layout="constrained")
+    for ax in axes.flat[len(cells):]:
+        ax.axis("off")
     steps = [rec["step"] for rec in history if "probabilities" in rec]
-    for i, (ax, cell) in enumerate(zip(axes[0], cells)):
+    for i, (ax, cell) in enumerate(zip(axes.flat, cells)):
         for k, candidate in enumerate(candidates):
             ax.plot(steps, [rec["probabilities"][i][k] for rec in history if "probabilities" in rec], label=candidate)
         ax.set(title=cell, xlabel="search step", ylabel="probability", ylim=(0, 1))
