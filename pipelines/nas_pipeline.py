@@ -2,16 +2,10 @@ from typing import Optional, Tuple
 
 from zenml import Model, pipeline
 
-from steps.backbones import backbone_artifact
-from steps.data_version import tracked_data_version
+from pipelines.target_data import ALL_MODULES, target_data
 from steps.evaluate import evaluate
 from steps.finetune import finetune_full
-from steps.ingest import ingest
 from steps.search import fixed_architecture, nas_results_table, nas_search, train_architecture
-from steps.split import split_corpus
-from steps.validate import validate_corpus
-
-ALL = ("se", "asr", "bridge", "nlu")
 
 
 @pipeline(model=Model(name="cascadapt_nas", description="NFA architecture search over the cascade, with its baselines"))
@@ -40,15 +34,11 @@ def nas_pipeline(
 
     ``lambdas``: the penalty weights of the NFA sweep (default: search_config's ``lam``).
     ``blocks``: modules searched per layer instead of whole (e.g. [asr, nlu])."""
-    md5 = tracked_data_version(data_root=data_root)
-    manifest, manifest_path, _ = ingest(md5, slurp_jsonl=target_slurp_jsonl, corpus_name=corpus_name, data_root=data_root, voices=voices, snrs=snrs, limit=limit, seed=seed)
-    _, summary = validate_corpus(manifest_path)
-    train, nas_val, test = split_corpus(manifest, summary)
-    backbone = backbone_artifact(backbone_version)
+    train, nas_val, test, manifest_path, backbone = target_data(target_slurp_jsonl, corpus_name, voices, snrs, limit, seed, data_root, backbone_version)
 
     frozen, _ = evaluate(backbone, test, manifest_path, system="frozen", id="evaluate_frozen")
     tuned, _ = finetune_full(backbone, train, nas_val, manifest_path, train_config=finetune_train, checkpoint_dir=checkpoint_dir)
-    full, _ = evaluate(tuned, test, manifest_path, system="full_finetuning", trained_modules=ALL, id="evaluate_full")
+    full, _ = evaluate(tuned, test, manifest_path, system="full_finetuning", trained_modules=ALL_MODULES, id="evaluate_full")
 
     plugged, plugged_arch = fixed_architecture(backbone, choice="adapter", space="NA", adapters=adapters, blocks=blocks)
     plugged, _ = train_architecture(plugged, plugged_arch, train, nas_val, manifest_path, train_config=stage2_train, checkpoint_dir=checkpoint_dir, name="plugging", id="train_plugging")
