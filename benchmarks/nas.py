@@ -15,10 +15,11 @@ sample with gradients to the logits, loss + penalty, Adam on the logits; ``super
 every candidate runs (DARTS). Round-robin medians over --repeats rounds; memory = what autograd
 saves for backward + gradients and AdamW state (benchmarks/memory.py).
 
-Pipeline: step durations of the newest nas_pipeline run, against the newest finetune_full that
-really trained; per lambda of the sweep, search + stage 2 seconds. Targets, on the NFA point the
-run selected: two-stage at <= 10 % of full fine-tuning's trainable parameters and an error at
-most 1 point (absolute) above it; search + stage 2 at most 2 x one full fine-tuning run.
+Pipeline: for each search and training step of the newest nas_pipeline run, its duration in the
+newest run where it really ran (not cached, not resumed), against the same for finetune_full; per
+lambda of the sweep, search + stage 2 seconds. Targets, on the NFA point the run selected:
+two-stage at <= 10 % of full fine-tuning's trainable parameters and an error at most 1 point
+(absolute) above it; search + stage 2 at most 2 x one full fine-tuning run.
 """
 
 from __future__ import annotations
@@ -104,18 +105,28 @@ def step_costs(manifest: Path, repeats: int, blocks: list[str]) -> dict:
     return {n: {"step_s": medians[n], "vs_full": medians[n] / medians["full"], **memory.get(n, {})} for n in names}
 
 
+def fresh_seconds(client, step_name: str, pipelines: tuple[str, ...]) -> float | None:
+    """Duration of ``step_name`` in the newest run where it really ran: not cached, and not resumed
+    from a checkpoint (metadata ``*resumed_from`` = -1; runs from before that key: longer than a minute)."""
+    for pipeline in pipelines:
+        for run in client.list_pipeline_runs(pipeline_name=pipeline, sort_by="desc:created", size=20).items:
+            step = run.steps.get(step_name)
+            if not step or step.status != "completed" or not (step.start_time and step.end_time):
+                continue
+            seconds = (step.end_time - step.start_time).total_seconds()
+            resumed = [v for k, v in step.run_metadata.items() if k.endswith("resumed_from")]
+            if (resumed and all(v == -1 for v in resumed)) or (not resumed and seconds > 60):
+                return seconds
+    return None
+
+
 def pipeline_costs() -> dict:
     from zenml.client import Client
 
     client = Client()
     nas = client.list_pipeline_runs(pipeline_name="nas_pipeline", sort_by="desc:created", size=1).items[0]
-    seconds = {name: (s.end_time - s.start_time).total_seconds() for name, s in nas.steps.items() if s.end_time and s.start_time}
-    full = None  # the newest full fine-tuning that really trained (not cached, not resumed from a finished checkpoint)
-    for pipeline in ("nas_pipeline", "baseline_pipeline"):
-        for run in client.list_pipeline_runs(pipeline_name=pipeline, sort_by="desc:created", size=20).items:
-            step = run.steps.get("finetune_full")
-            if full is None and step and step.end_time and (step.end_time - step.start_time).total_seconds() > 60:
-                full = (step.end_time - step.start_time).total_seconds()
+    seconds = {name: fresh_seconds(client, name, ("nas_pipeline",)) for name in nas.steps if name.startswith(("search_", "train_"))}
+    full = fresh_seconds(client, "finetune_full", ("nas_pipeline", "baseline_pipeline"))
     outputs = nas.steps["nas_results_table"].outputs
     table = outputs["nas_results"][0].load().to_dict("records")
     selected = outputs["nas_architecture"][0].load()
@@ -124,7 +135,7 @@ def pipeline_costs() -> dict:
         if name.startswith("search_nfa_"):
             point = name.removeprefix("search_nfa_")
             architecture = nas.steps[name].outputs["architecture"][0].load()
-            cost = seconds[name] + seconds.get(f"train_nfa_{point}", 0)
+            cost = (seconds[name] or 0) + (seconds.get(f"train_nfa_{point}") or 0)
             sweep[point] = {"lambda": architecture["lambda"], "architecture": architecture["architecture"], "trainable_fraction": architecture["trainable_fraction"],
                             "search_plus_stage2_seconds": cost, "cost_vs_full": cost / full if full else None}
     point = f"lam{selected['lambda']:g}".replace(".", "_")

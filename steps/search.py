@@ -46,7 +46,8 @@ def nas_search(
     config.checkpoint_dir = checkpoint_folder(checkpoint_dir, f"search_{space.lower()}", settings)
     arch, result = recipes.search_cascade(cascade, SpeechDataset(train, root), SpeechDataset(nas_val, root), config, space, adapters, frozen_cost, blocks)
     architecture = {"space": space, "frozen_cost": frozen_cost, "lambda": config.lam, "blocks": list(blocks), **json.loads(arch.to_json(result.history))}
-    log_metadata({"architecture": result.architecture, "trainable_fraction": architecture["trainable_fraction"], "search_steps": result.steps})
+    log_metadata({"architecture": result.architecture, "trainable_fraction": architecture["trainable_fraction"], "search_steps": result.steps,
+                  "resumed_from": -1 if result.resumed_from is None else result.resumed_from})
     plot = architecture_weights_html(result.history, arch.names, list(arch.candidates), f"{space} architecture weights (lambda {architecture['lambda']})")
     return cascade, architecture, HTMLString(plot)
 

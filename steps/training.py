@@ -42,7 +42,8 @@ def train_and_log(module: str, run: Callable[[Callable[[dict], None]], TrainResu
             log_metadata({f"{module}_last_epoch": {k: v for k, v in record.items() if isinstance(v, (int, float))}})
 
     result = run(on_metrics)
-    log_metadata({f"{module}_epochs": len(result.history), f"{module}_best_epoch": result.best_epoch or 0, f"{module}_best_val": result.best_metric or 0.0, f"{module}_steps": result.steps})
+    log_metadata({f"{module}_epochs": len(result.history), f"{module}_best_epoch": result.best_epoch or 0, f"{module}_best_val": result.best_metric or 0.0, f"{module}_steps": result.steps,
+                  f"{module}_resumed_from": -1 if result.resumed_from is None else result.resumed_from})
     return HTMLString(curves_html({module: result.history}, f"{module} training"))
 
 
