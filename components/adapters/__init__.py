@@ -20,7 +20,7 @@ from components.adapters.compacter import CompacterConfig
 from components.adapters.config import AdapterConfig, describe
 from components.adapters.hra import HRAConfig
 from components.adapters.hyperformer import HyperformerConfig
-from components.adapters.inject import add_adapter, find_targets, freeze_backbone, get_adapter, remove_adapter
+from components.adapters.inject import add_adapter, find_targets, freeze_backbone, frozen_norm_statistics, get_adapter, remove_adapter
 from components.adapters.lora import LoraConfig, merge_and_unload
 from components.adapters.poly import MhrConfig, MhrMuConfig, MhrZConfig, PolyConfig, average_inventory
 from components.adapters.prefix import PrefixConfig
@@ -31,6 +31,6 @@ from components.adapters.state import config_from_file, load_shared, load_task, 
 __all__ = [
     "METHODS", "AdapterConfig", "AdapterLayer", "AdapterMethod", "BitFitConfig", "BottleneckConfig", "CompacterConfig", "GatedConfig",
     "HRAConfig", "HoulsbyConfig", "HyperformerConfig", "LoraConfig", "MhrConfig", "MhrMuConfig", "MhrZConfig", "PfeifferConfig", "PolyConfig", "PrefixConfig", "PromptConfig", "RegistryError", "SharedConfig", "add_adapter", "adapter_report", "average_inventory",
-    "config_class", "config_from_file", "describe", "find_targets", "freeze_backbone", "get_adapter", "load_shared",
+    "config_class", "config_from_file", "describe", "find_targets", "freeze_backbone", "frozen_norm_statistics", "get_adapter", "load_shared",
     "load_task", "merge_and_unload", "register", "remove_adapter", "save_shared", "save_task",
 ]

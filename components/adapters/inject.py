@@ -13,7 +13,8 @@ their targets' paths.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 from torch import nn
 
@@ -127,6 +128,24 @@ def freeze_backbone(model: nn.Module) -> None:
     adapter_params = {id(p): method.trains(n) for method in getattr(model, ADAPTERS, {}).values() for n, p in adapter_named_parameters(model, method)}
     for p in model.parameters():
         p.requires_grad_(adapter_params.get(id(p), False))
+
+
+@contextmanager
+def frozen_norm_statistics(model: nn.Module) -> Iterator[None]:
+    """While the context lasts, batch norms whose own parameters are all frozen run in eval mode even under
+    ``model.train()``: their running statistics stay the backbone's, so a saved adapter adapts exactly the
+    backbone it was trained on (and the other tasks' outputs do not drift)."""
+    frozen = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters(recurse=False))]
+    handles = [m.register_forward_pre_hook(_run_in_eval_mode) for m in frozen]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def _run_in_eval_mode(module: nn.Module, args: tuple) -> None:
+    module.train(False)  # a pre-hook that returned the module would replace the forward's inputs
 
 
 def adapter_named_parameters(model: nn.Module, method: AdapterMethod) -> list[tuple[str, nn.Parameter]]:

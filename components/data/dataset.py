@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -19,7 +20,7 @@ class SpeechDataset(Dataset):
 
     Each item: noisy and clean waveforms (L,), their length, the transcript as
     CTC targets, and the row's metadata (utt_id, slurp_id, text, scenario,
-    action, entities) for the NLU and the scorers.
+    action, entities; task: the multi-task run's name for the row's group) for the NLU and the scorers.
     """
 
     def __init__(self, manifest: pd.DataFrame, root: str | Path, vocab: CharVocab | None = None) -> None:
@@ -30,6 +31,13 @@ class SpeechDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def where(self, column: str, *values) -> "SpeechDataset":
+        """The rows whose ``column`` is one of ``values`` (same root and vocabulary)."""
+        subset = copy.copy(self)
+        subset.rows = [row for row in self.rows if row[column] in values]
+        subset.lengths = [float(row["duration"]) for row in subset.rows]
+        return subset
 
     def _audio(self, rel: str) -> torch.Tensor:
         audio, sr = sf.read(self.root / rel, dtype="float32")
@@ -45,7 +53,7 @@ class SpeechDataset(Dataset):
             "clean": clean,
             "noisy": noisy,
             "targets": self.vocab.encode(row["text"]),
-            "meta": {k: row[k] for k in ("utt_id", "slurp_id", "text", "scenario", "action", "speaker")} | {"entities": entities},
+            "meta": {k: row[k] for k in ("utt_id", "slurp_id", "text", "scenario", "action", "speaker")} | {"entities": entities, "task": row.get("task", row["speaker"])},
         }
 
 

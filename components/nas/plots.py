@@ -2,22 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
-
-
-def _page(fig, title: str) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    png = base64.b64encode(buf.getvalue()).decode()
-    return f"<html><body><h2>{html.escape(title)}</h2><img src='data:image/png;base64,{png}'/></body></html>"
+from components.plots import figure_page, plt
 
 
 def architecture_weights_html(history: list[dict], cells: list[str], candidates: list[str], title: str = "architecture weights") -> str:
@@ -34,7 +19,7 @@ def architecture_weights_html(history: list[dict], cells: list[str], candidates:
             ax.plot(steps, [rec["probabilities"][i][k] for rec in history if "probabilities" in rec], label=candidate)
         ax.set(title=cell, xlabel="search step", ylabel="probability", ylim=(0, 1))
         ax.legend(fontsize=7)
-    return _page(fig, title)
+    return figure_page(fig, title)
 
 
 def pareto_html(points: list[dict], error: str = "nlu_cer", title: str = "error vs trainable parameters") -> str:
@@ -47,7 +32,7 @@ def pareto_html(points: list[dict], error: str = "nlu_cer", title: str = "error 
     front = sorted(pareto_front(points, error), key=lambda p: p["trainable_pct"])
     ax.plot([p["trainable_pct"] for p in front], [100 * p[error] for p in front], "--", color="gray")
     ax.set(xlabel="trainable parameters, % of full fine-tuning", ylabel=f"{error} (%)", xscale="symlog")
-    return _page(fig, title)
+    return figure_page(fig, title)
 
 
 def pareto_front(points: list[dict], error: str) -> list[dict]:

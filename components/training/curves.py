@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import base64
-import html
-import io
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
+from components.plots import figure_page, plt
 
 
 def curves_html(histories: dict[str, list[dict]], title: str) -> str:
@@ -23,8 +16,4 @@ def curves_html(histories: dict[str, list[dict]], title: str) -> str:
             ax.plot(*zip(*points), marker="o", ms=3, label=k)
         ax.set(title=name, xlabel="epoch")
         ax.legend(fontsize=7)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    plt.close(fig)
-    png = base64.b64encode(buf.getvalue()).decode()
-    return f"<html><body><h2>{html.escape(title)}</h2><img src='data:image/png;base64,{png}'/></body></html>"
+    return figure_page(fig, title)

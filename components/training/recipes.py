@@ -33,7 +33,7 @@ def _mean_over(loader: DataLoader, model, fn, device, max_batches: int | None = 
     return {k: v / max(n, 1) for k, v in sums.items()}
 
 
-def _val(ds: Dataset, fn, cfg: TrainConfig, collate_fn=collate, max_batches: int | None = 50):
+def validation_fn(ds: Dataset, fn, cfg: TrainConfig, collate_fn=collate, max_batches: int | None = 50):
     loader = DataLoader(ds, batch_size=cfg.batch_size, collate_fn=collate_fn)
     device = resolve_device(cfg.device)
     return lambda model: _mean_over(loader, model, fn, device, max_batches)
@@ -52,7 +52,7 @@ def train_se(se: MaskEnhancer, train_ds: SpeechDataset, val_ds: SpeechDataset, c
         enhanced = model(b["noisy"])
         return {"val_loss": se_loss(enhanced, b["clean"], b["lengths"], model), "val_si_snr": si_snr(enhanced, b["clean"]).mean()}
 
-    return train(se, loss, train_ds, cfg, collate_fn=collate, val_fn=_val(val_ds, val, cfg), on_metrics=on_metrics)
+    return train(se, loss, train_ds, cfg, collate_fn=collate, val_fn=validation_fn(val_ds, val, cfg), on_metrics=on_metrics)
 
 
 def train_asr(asr: ConformerCTC, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None, audio: str = "clean") -> TrainResult:
@@ -64,19 +64,19 @@ def train_asr(asr: ConformerCTC, train_ds: SpeechDataset, val_ds: SpeechDataset,
     def val(model, b):
         return {"val_loss": loss(model, b)}
 
-    return train(asr, loss, train_ds, cfg, collate_fn=collate, val_fn=_val(val_ds, val, cfg), on_metrics=on_metrics)
+    return train(asr, loss, train_ds, cfg, collate_fn=collate, val_fn=validation_fn(val_ds, val, cfg), on_metrics=on_metrics)
+
+
+def enhanced_ctc_loss(cascade: Cascade, b: dict) -> torch.Tensor:
+    """CTC of the ASR on the noisy audio as the (frozen) SE enhances it: what the ASR hears inside the cascade."""
+    with torch.no_grad():
+        audio = cascade.se(b["noisy"]) if cascade.se is not None else b["noisy"]
+    return ctc_loss(cascade.asr(audio, b["lengths"]), b["targets"], b["target_lengths"])
 
 
 def train_asr_enhanced(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None) -> TrainResult:
-    """Multi-condition stage: the ASR continues on the noisy audio as the frozen SE enhances it,
-    which is what it hears inside the cascade. Only the ASR trains."""
-
-    def loss(model, b):
-        with torch.no_grad():
-            audio = model.se(b["noisy"]) if model.se is not None else b["noisy"]
-        return ctc_loss(model.asr(audio, b["lengths"]), b["targets"], b["target_lengths"])
-
-    return _train_part(cascade, "asr.", loss, train_ds, val_ds, cfg, on_metrics)
+    """Multi-condition stage: the ASR continues on enhanced noisy audio. Only the ASR trains."""
+    return _train_part(cascade, "asr.", enhanced_ctc_loss, train_ds, val_ds, cfg, on_metrics)
 
 
 def _train_part(cascade: Cascade, prefix: str, loss, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn) -> TrainResult:
@@ -84,7 +84,7 @@ def _train_part(cascade: Cascade, prefix: str, loss, train_ds: SpeechDataset, va
     for name, p in cascade.named_parameters():
         p.requires_grad = name.startswith(prefix)
     try:
-        return train(cascade, loss, train_ds, cfg, collate_fn=collate, val_fn=_val(val_ds, lambda model, b: {"val_loss": loss(model, b)}, cfg), on_metrics=on_metrics)
+        return train(cascade, loss, train_ds, cfg, collate_fn=collate, val_fn=validation_fn(val_ds, lambda model, b: {"val_loss": loss(model, b)}, cfg), on_metrics=on_metrics)
     finally:
         for p in cascade.parameters():
             p.requires_grad = True
@@ -116,7 +116,7 @@ def train_nlu(nlu: NluModel, labels: NluLabels, train_records, val_records, cfg:
         return {"val_loss": loss(model, b)}
 
     optimizer = lambda m: torch.optim.AdamW(param_groups(m, cfg.lr, cfg.lr * head_lr_factor))  # noqa: E731
-    return train(nlu, loss, RecordDataset(train_records), cfg, collate_fn=batchify, val_fn=_val(RecordDataset(val_records), val, cfg, batchify), on_metrics=on_metrics, optimizer=optimizer)
+    return train(nlu, loss, RecordDataset(train_records), cfg, collate_fn=batchify, val_fn=validation_fn(RecordDataset(val_records), val, cfg, batchify), on_metrics=on_metrics, optimizer=optimizer)
 
 
 def bridge_targets(cascade: Cascade, words: Sequence[Sequence[str]], meta: Sequence[dict], tokenizer, width: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -165,7 +165,7 @@ def finetune_cascade(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDa
         total, parts = cascade_loss(model, b, weights)
         return {"val_loss": total, **{f"val_{k}": v for k, v in parts.items()}}
 
-    return train(cascade, loss, train_ds, cfg, collate_fn=collate, val_fn=_val(val_ds, val, cfg), on_metrics=on_metrics)
+    return train(cascade, loss, train_ds, cfg, collate_fn=collate, val_fn=validation_fn(val_ds, val, cfg), on_metrics=on_metrics)
 
 
 def search_cascade(
@@ -195,7 +195,7 @@ def train_cascade_architecture(cascade: Cascade, choices: dict[str, str], train_
         total, parts = cascade_loss(model, b)
         return {"val_loss": total, **{f"val_{k}": v for k, v in parts.items()}}
 
-    return train_derived(cascade, arch, choices, cascade_loss, train_ds, cfg, collate_fn=collate, val_fn=_val(val_ds, val, cfg), extra=glue_parameters(cascade), on_metrics=on_metrics)
+    return train_derived(cascade, arch, choices, cascade_loss, train_ds, cfg, collate_fn=collate, val_fn=validation_fn(val_ds, val, cfg), extra=glue_parameters(cascade), on_metrics=on_metrics)
 
 
 # --------------------------------------------------------------------------- evaluation
