@@ -26,7 +26,7 @@ def baseline_pipeline(
 ) -> None:
     """target corpus -> frozen and fully fine-tuned cascades (end-to-end and text modes), and pocketsphinx
     feeding the frozen NLU -> results table."""
-    train, nas_val, test, manifest_path, backbone = target_data(target_slurp_jsonl, corpus_name, voices, snrs, limit, seed, data_root, backbone_version)
+    train, nas_val, test, manifest_path, backbone, _ = target_data(target_slurp_jsonl, corpus_name, voices, snrs, limit, seed, data_root, backbone_version)
 
     frozen, _ = evaluate(backbone, test, manifest_path, system="frozen", mode="e2e", id="evaluate_frozen")
     frozen_text, _ = evaluate(backbone, test, manifest_path, system="frozen", mode="text", id="evaluate_frozen_text")

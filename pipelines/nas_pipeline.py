@@ -34,7 +34,7 @@ def nas_pipeline(
 
     ``lambdas``: the penalty weights of the NFA sweep (default: search_config's ``lam``).
     ``blocks``: modules searched per layer instead of whole (e.g. [asr, nlu])."""
-    train, nas_val, test, manifest_path, backbone = target_data(target_slurp_jsonl, corpus_name, voices, snrs, limit, seed, data_root, backbone_version)
+    train, nas_val, test, manifest_path, backbone, _ = target_data(target_slurp_jsonl, corpus_name, voices, snrs, limit, seed, data_root, backbone_version)
 
     frozen, _ = evaluate(backbone, test, manifest_path, system="frozen", id="evaluate_frozen")
     tuned, _ = finetune_full(backbone, train, nas_val, manifest_path, train_config=finetune_train, checkpoint_dir=checkpoint_dir)

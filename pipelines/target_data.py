@@ -1,4 +1,4 @@
-"""What the baseline and search pipelines start from: the target corpus, tracked, ingested, validated and
+"""What the baseline, search and multi-task pipelines start from: the target corpus, tracked, ingested, validated and
 split, and the backbones. A plain function of steps, called inside a pipeline."""
 
 from typing import Optional, Tuple
@@ -15,9 +15,9 @@ ALL_MODULES = ("se", "asr", "bridge", "nlu")  # what full fine-tuning trains
 def target_data(
     target_slurp_jsonl: str, corpus_name: str, voices: str, snrs: Tuple[float, ...], limit: Optional[int], seed: int, data_root: str, backbone_version: str
 ):
-    """-> (train, nas_val, test, manifest_path, backbone) step outputs."""
+    """-> (train, nas_val, test, manifest_path, backbone, data md5) step outputs."""
     md5 = tracked_data_version(data_root=data_root)
     manifest, manifest_path, _ = ingest(md5, slurp_jsonl=target_slurp_jsonl, corpus_name=corpus_name, data_root=data_root, voices=voices, snrs=snrs, limit=limit, seed=seed)
     _, summary = validate_corpus(manifest_path)
     train, nas_val, test = split_corpus(manifest, summary)
-    return train, nas_val, test, manifest_path, backbone_artifact(backbone_version)
+    return train, nas_val, test, manifest_path, backbone_artifact(backbone_version), md5

@@ -1,6 +1,10 @@
-"""ZenML materializer for the cascade: safetensors weights + a JSON config, never a pickle."""
+"""ZenML materializers for the cascade and for task-adapter bundles: safetensors + JSON, never a pickle."""
 
 import hashlib
+import shutil
+import tempfile
+import weakref
+from pathlib import Path
 from typing import Any, Type
 
 import torch
@@ -11,6 +15,7 @@ from zenml.utils import io_utils
 
 from components.metrics.params import count_parameters
 from components.models.cascade import Cascade, load_cascade, save_cascade
+from components.multitask.bundle import TaskAdapters
 
 
 class CascadeMaterializer(BaseMaterializer):
@@ -38,3 +43,27 @@ class CascadeMaterializer(BaseMaterializer):
     def extract_metadata(self, data: Cascade) -> dict:
         counts = count_parameters(data)
         return {"parameters": counts["total"], **{f"parameters_{k}": v["total"] for k, v in counts["per_module"].items()}}
+
+
+class TaskAdaptersMaterializer(BaseMaterializer):
+    """A task-adapter bundle (JSON + safetensors files) copied as is; loads into a fresh local folder."""
+
+    ASSOCIATED_TYPES = (TaskAdapters,)
+    ASSOCIATED_ARTIFACT_TYPE = ArtifactType.MODEL
+
+    def save(self, data: TaskAdapters) -> None:
+        io_utils.copy_dir(str(data.root), self.uri)
+
+    def load(self, data_type: Type[Any]) -> TaskAdapters:
+        local = Path(tempfile.mkdtemp(prefix="cascadapt-bundle-"))
+        io_utils.copy_dir(self.uri, str(local))
+        bundle = TaskAdapters(local)
+        weakref.finalize(bundle, shutil.rmtree, local, True)  # the folder lives as long as the object
+        return bundle
+
+    def compute_content_hash(self, data: TaskAdapters) -> str:
+        return data.digest()
+
+    def extract_metadata(self, data: TaskAdapters) -> dict:
+        counts = data.parameter_counts()
+        return {"system": data.system, "kind": data.kind, "tasks": len(data.tasks), "shared_parameters": counts["shared"], "parameters_per_task": max(counts["tasks"].values(), default=0)}

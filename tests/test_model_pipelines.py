@@ -45,6 +45,18 @@ parameters:
   lambdas: [0.0, 1000.0]
   blocks: [nlu]
 """
+MULTITASK = """
+parameters:
+  target_slurp_jsonl: {sample}
+  task_by: [speaker]
+  export_dir: {tmp}/exports
+  train_config: {{max_epochs: 1, batch_size: 8, lr: {lr}, progress: false}}
+  methods:
+    hra_linear: {{adapter: {{method: hra, target_modules: ["asr:@layer"], r: 8}}, new_task: [head]}}
+    lora: {{adapter: {{method: lora, target_modules: ["asr:@attention"], r: 4}}}}
+    mhr: {{adapter: {{method: mhr, target_modules: ["asr:@attention"], r: 4, n_skills: 2, n_splits: 4}}, new_task: [mhr_z, mhr_mu]}}
+    full_finetuning: {{full: true}}
+"""
 
 INSPECT = textwrap.dedent(
     """
@@ -71,6 +83,29 @@ INSPECT = textwrap.dedent(
     """
 )
 
+INSPECT_MULTITASK = textwrap.dedent(
+    """
+    import json, sys
+    from zenml.client import Client
+    from zenml.enums import ModelStages
+    c = Client()
+    production = c.get_model_version("cascadapt_multitask", ModelStages.PRODUCTION)
+    second, first = c.list_pipeline_runs(pipeline_name="multitask_pipeline", size=2, sort_by="desc:created").items
+    results = first.steps["multitask_results"].outputs
+    winner = production.get_artifact("winning_adapters").load()
+    json.dump({
+        "production": production.number,
+        "decisions": [run.steps["promote_adapters"].outputs["promotion"][0].load() for run in (first, second)],
+        "summary": results["multitask_results"][0].load().to_dict("records"),
+        "scores": results["multitask_task_scores"][0].load().to_dict("records"),
+        "new_task": first.steps["define_tasks"].outputs["new_task"][0].load(),
+        "winner": {"system": winner.system, "tasks": winner.tasks},
+        "lineage": production.run_metadata.get("lineage"),
+        "md5": first.steps["tracked_data_version"].outputs["tracked_md5"][0].load(),
+    }, sys.stdout, default=str)
+    """
+)
+
 
 def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     root = tmp_path / "project"
@@ -80,7 +115,9 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     versioning.dvc(root, "remote", "add", "-d", "local", str(tmp_path / "remote"))
     (tmp_path / "lm.txt").write_text("".join(json.loads(line)["sentence"] + "\n" for line in SAMPLE.read_text().splitlines()))
     env = {**os.environ, "ZENML_CONFIG_PATH": str(tmp_path / "zenml"), "ZENML_ANALYTICS_OPT_IN": "false"}
-    for name, body in (("pretrain", PRETRAIN), ("baseline", BASELINES), ("nas", NAS)):
+    # multitask twice: a normal run, then one whose training diverges (lr 3): promotion must refuse it
+    runs = (("pretrain", PRETRAIN), ("baseline", BASELINES), ("nas", NAS), ("multitask", MULTITASK.replace("{lr}", "0.001")), ("multitask", MULTITASK.replace("{lr}", "3.0")))
+    for name, body in runs:
         config = tmp_path / f"{name}.yaml"
         config.write_text(body.format(sample=SAMPLE, tmp=tmp_path) + COMMON.format(root=root))
         proc = subprocess.run([f"{BIN}/zenml", "pipeline", "run", f"pipelines.{name}_pipeline.{name}_pipeline", "-c", str(config)], cwd=REPO, env=env, capture_output=True, text=True)
@@ -124,3 +161,26 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     assert proc.returncode == 0, proc.stderr
     scores = json.loads(proc.stdout)
     assert scores["n"] == len(lines) and {"wer", "cer", "intent_acc", "slu_f1", "nlu_cer"} <= set(scores)
+
+    # multi-task adaptation: every method, the new task, the comparison, promotion and lineage
+    proc = subprocess.run([sys.executable, "-c", INSPECT_MULTITASK], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    found = json.loads(proc.stdout)
+    summary = {r["system"]: r for r in found["summary"]}
+    assert set(summary) == {"frozen", "hra_linear", "hra_linear+head", "lora", "mhr", "mhr+mhr_z", "mhr+mhr_mu", "full_finetuning"}
+    assert summary["hra_linear"]["shared_params"] > 0 and summary["lora"]["shared_params"] == 0
+    assert 0 < summary["hra_linear"]["per_task_params"] < summary["lora"]["per_task_params"] < summary["full_finetuning"]["per_task_params"]
+    assert summary["mhr+mhr_z"]["per_task_params"] < summary["mhr+mhr_mu"]["per_task_params"]
+    scores = {(r["system"], r["task"]): r for r in found["scores"]}
+    new = found["new_task"]
+    old = [task for system, task in scores if system == "hra_linear"]
+    assert old and new not in old
+    for task in old:  # adding the new task's head left the old tasks' outputs, hence their scores, unchanged
+        assert scores[("hra_linear+head", task)]["wer"] == scores[("hra_linear", task)]["wer"]
+    first, second = found["decisions"]
+    assert first["promoted"] and "no version in production" in first["reason"]
+    assert not second["promoted"] and second["candidate_score"] >= second["production_score"] and second["compared_tasks"] == len(old) + 1
+    assert found["production"] == first["version"] != second["version"]
+    assert set(found["winner"]["tasks"]) == {*old, new} and found["winner"]["system"] == first["candidate"]
+    assert (tmp_path / "exports" / f"cascadapt_multitask-v{first['version']}" / "bundle.json").is_file()
+    assert found["lineage"]["adapters"] == first["candidate"] and found["lineage"]["backbone_artifact"] and found["lineage"]["data_md5"] == found["md5"]

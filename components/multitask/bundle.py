@@ -11,6 +11,7 @@ service loads. No pickle: JSON and safetensors.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import shutil
@@ -89,6 +90,14 @@ class TaskAdapters:
         with atomic_path(Path(root) / "bundle.json") as tmp:
             tmp.write_text(json.dumps(meta, indent=1) + "\n")
         return cls(root)
+
+    def digest(self) -> str:
+        """sha256 over every file's relative path and bytes: the same bundle gives the same digest anywhere."""
+        h = hashlib.sha256()
+        for path in sorted(p for p in self.root.rglob("*") if p.is_file()):
+            h.update(str(path.relative_to(self.root)).encode())
+            h.update(path.read_bytes())
+        return h.hexdigest()
 
     def copy_to(self, root: str | Path) -> "TaskAdapters":
         """The same bundle in another folder (which must not hold one already)."""

@@ -1,0 +1,60 @@
+from typing import Optional, Tuple
+
+from zenml import Model, pipeline
+
+from pipelines.target_data import target_data
+from steps.multitask import add_new_task, define_tasks, evaluate_tasks, finetune_tasks, multitask_results, train_task_adapters
+from steps.promotion import promote_adapters
+
+
+@pipeline(model=Model(name="cascadapt_multitask", description="Per-task adapters for the cascade's ASR (HRA and its baselines), the winner promoted when it beats production"))
+def multitask_pipeline(
+    target_slurp_jsonl: str,
+    methods: dict,
+    train_config: dict,
+    new_task_train: Optional[dict] = None,
+    task_by: Tuple[str, ...] = ("speaker",),
+    max_tasks: Optional[int] = None,
+    new_task: Optional[str] = None,
+    metric: str = "wer",
+    export_dir: Optional[str] = None,
+    corpus_name: str = "target",
+    voices: str = "target",
+    snrs: Tuple[float, ...] = (0.0, 5.0, 10.0, 20.0),
+    limit: Optional[int] = None,
+    seed: int = 0,
+    data_root: str = ".",
+    backbone_version: str = "latest",
+    checkpoint_dir: Optional[str] = None,
+) -> None:
+    """target corpus -> tasks (``task_by`` columns; one held out as the new task) -> per method: every task's
+    adapter trained jointly, evaluated per task, and for methods with shared parameters the new task added
+    afterwards (``new_task`` variants) -> comparison table and plots -> the winner promoted if better.
+
+    ``methods``: {system: {adapter: {method, ...config}, new_task: [head | mhr_z | mhr_mu]}} or
+    {system: {full: true}} (full fine-tuning of the ASR per task); ``train`` in a method's entry replaces
+    ``train_config`` for it. A method without ``new_task`` variants trains the new task with the others
+    (its tasks share nothing)."""
+    train, nas_val, test, manifest_path, backbone, md5 = target_data(target_slurp_jsonl, corpus_name, voices, snrs, limit, seed, data_root, backbone_version)
+    train, nas_val, test, tasks, new = define_tasks(train, nas_val, test, task_by=task_by, max_tasks=max_tasks, new_task=new_task)
+
+    scores = [evaluate_tasks(backbone, test, manifest_path, id="evaluate_frozen")]
+    bundles = []
+    for system, spec in methods.items():
+        method_train = spec.get("train", train_config)
+        if spec.get("full"):
+            bundle, _ = finetune_tasks(backbone, train, nas_val, manifest_path, tasks, new, method_train, system=system, checkpoint_dir=checkpoint_dir, id=f"train_{system}")
+        else:
+            variants = spec.get("new_task", [])
+            bundle, _ = train_task_adapters(
+                backbone, train, nas_val, manifest_path, system, spec["adapter"], tasks, new, with_new_task=not variants,
+                train_config=method_train, checkpoint_dir=checkpoint_dir, id=f"train_{system}",
+            )
+            for variant in variants:
+                grown, _ = add_new_task(backbone, bundle, train, nas_val, manifest_path, variant, new, new_task_train or train_config, checkpoint_dir, id=f"add_task_{system}_{variant}")
+                scores.append(evaluate_tasks(backbone, test, manifest_path, adapters=grown, id=f"evaluate_{system}_{variant}"))
+                bundles.append(grown)
+        scores.append(evaluate_tasks(backbone, test, manifest_path, adapters=bundle, id=f"evaluate_{system}"))
+        bundles.append(bundle)
+    _, per_task, _, _, _, winner = multitask_results(scores, bundles, tasks, new, metric=metric)
+    promote_adapters(winner, per_task, test, manifest_path, md5, metric=metric, export_dir=export_dir)
