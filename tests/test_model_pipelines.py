@@ -1,10 +1,13 @@
-"""Pre-training, the baselines and the architecture search as real ZenML runs (isolated store), then predict + score."""
+"""Pre-training, the baselines, the architecture search and multi-task adaptation (twice: promotion) as real
+ZenML runs (isolated store), then predict + score."""
 
 import json
 import os
 import subprocess
 import sys
 import textwrap
+
+import pytest
 
 from components.data import versioning
 from tests.conftest import REPO, SAMPLE
@@ -107,6 +110,7 @@ INSPECT_MULTITASK = textwrap.dedent(
 )
 
 
+@pytest.mark.timeout(1800)  # seven pipeline runs: about 3.5 min alone on 2 cores, far more on shared cores
 def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     root = tmp_path / "project"
     root.mkdir()
