@@ -45,6 +45,12 @@ class CascadeMaterializer(BaseMaterializer):
         return {"parameters": counts["total"], **{f"parameters_{k}": v["total"] for k, v in counts["per_module"].items()}}
 
 
+def removed_with(bundle: TaskAdapters) -> TaskAdapters:
+    """A bundle in a scratch folder: the folder lives as long as the object."""
+    weakref.finalize(bundle, shutil.rmtree, bundle.root, True)
+    return bundle
+
+
 class TaskAdaptersMaterializer(BaseMaterializer):
     """A task-adapter bundle (JSON + safetensors files) copied as is; loads into a fresh local folder."""
 
@@ -57,9 +63,7 @@ class TaskAdaptersMaterializer(BaseMaterializer):
     def load(self, data_type: Type[Any]) -> TaskAdapters:
         local = Path(tempfile.mkdtemp(prefix="cascadapt-bundle-"))
         io_utils.copy_dir(self.uri, str(local))
-        bundle = TaskAdapters(local)
-        weakref.finalize(bundle, shutil.rmtree, local, True)  # the folder lives as long as the object
-        return bundle
+        return removed_with(TaskAdapters(local))
 
     def compute_content_hash(self, data: TaskAdapters) -> str:
         return data.digest()

@@ -17,7 +17,7 @@ from components.models.cascade import Cascade
 from components.multitask import TaskAdapters
 from components.training.curves import curves_html
 from components.training.loop import TrainConfig
-from steps.materializers import CascadeMaterializer, TaskAdaptersMaterializer  # noqa: F401  (registers the materializers)
+from steps.materializers import CascadeMaterializer, TaskAdaptersMaterializer, removed_with  # noqa: F401  (registers the materializers)
 from steps.training import checkpoint_folder, train_and_log
 
 BUNDLE = ArtifactConfig(name="task_adapters", artifact_type=ArtifactType.MODEL)
@@ -33,8 +33,14 @@ def _backbone_id() -> str:
 
 
 def _bundle_dir(system: str) -> Path:
-    """A scratch folder for a bundle the step returns; its materializer copies it into the artifact store."""
+    """A scratch folder for a bundle the step returns (wrap the bundle in ``removed_with``); its
+    materializer copies it into the artifact store."""
     return Path(tempfile.mkdtemp(prefix=f"cascadapt-{system.replace('+', '-')}-"))
+
+
+def _exported(cascade: Cascade, system: str) -> TaskAdapters:
+    """The cascade's multitask adapter as a bundle in a scratch folder."""
+    return removed_with(TaskAdapters.export_adapter(cascade, _bundle_dir(system), system, backbone=_backbone_id()))
 
 
 @step
@@ -70,7 +76,7 @@ def train_task_adapters(
     trained = [*tasks, new_task] if with_new_task else list(tasks)
     cfg = TrainConfig(**{**train_config, "checkpoint_dir": checkpoint_folder(checkpoint_dir, f"multitask_{system}", {**train_config, "adapter": adapter, "tasks": trained})})
     curves = train_and_log(system, lambda cb: multitask.train_task_adapters(cascade, config, trained, _dataset(train, manifest_path), _dataset(nas_val, manifest_path), cfg, cb))
-    return TaskAdapters.export_adapter(cascade, _bundle_dir(system), system, backbone=_backbone_id()), curves
+    return _exported(cascade, system), curves
 
 
 @step
@@ -90,7 +96,7 @@ def add_new_task(
     settings = {**train_config, "variant": variant, "new_task": new_task, "adapters": adapters.digest()}
     cfg = TrainConfig(**{**train_config, "checkpoint_dir": checkpoint_folder(checkpoint_dir, f"multitask_{system}", settings)})
     curves = train_and_log(system, lambda cb: multitask.add_task(cascade, adapters, variant, new_task, _dataset(train, manifest_path), _dataset(nas_val, manifest_path), cfg, cb))
-    return TaskAdapters.export_adapter(cascade, _bundle_dir(system), system, backbone=_backbone_id()), curves
+    return _exported(cascade, system), curves
 
 
 @step
@@ -112,7 +118,7 @@ def finetune_tasks(
         cascade, trained, _dataset(train, manifest_path), _dataset(nas_val, manifest_path), cfg, _bundle_dir(system), system, backbone=_backbone_id()
     )
     log_metadata({"epochs": {t: len(r.history) for t, r in results.items()}, "steps": sum(r.steps for r in results.values())})
-    return bundle, HTMLString(curves_html({t: r.history for t, r in results.items()}, f"{system}: one ASR a task"))
+    return removed_with(bundle), HTMLString(curves_html({t: r.history for t, r in results.items()}, f"{system}: one ASR a task"))
 
 
 @step

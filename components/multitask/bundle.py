@@ -29,6 +29,11 @@ from components.models.nlu import load_state_dict_file, save_state_dict
 FORMAT = "cascadapt-task-adapters/1"
 ADAPTER = "multitask"  # the name of the adapter a bundle attaches to the cascade
 KINDS = ("adapter", "full")
+SHARED_FILE = "shared.safetensors"
+
+
+def task_path(root: str | Path, task: str) -> Path:
+    return Path(root) / "tasks" / f"{task}.safetensors"
 
 
 class TaskAdapters:
@@ -51,11 +56,11 @@ class TaskAdapters:
                 raise FileNotFoundError(f"{self.root}: bundle.json lists task {task!r} but {self.task_file(task)} is missing")
 
     def task_file(self, task: str) -> Path:
-        return self.root / "tasks" / f"{task}.safetensors"
+        return task_path(self.root, task)
 
     @property
     def shared_file(self) -> Path:
-        return self.root / "shared.safetensors"
+        return self.root / SHARED_FILE
 
     @property
     def config(self):
@@ -70,15 +75,15 @@ class TaskAdapters:
         method = get_adapter(model, ADAPTER)
         tasks = list(tasks or method.task_names)
         root = Path(root)
-        save_shared(model, root / "shared.safetensors", name=ADAPTER)
+        save_shared(model, root / SHARED_FILE, name=ADAPTER)
         for task in tasks:
-            save_task(model, root / "tasks" / f"{task}.safetensors", task, name=ADAPTER)
+            save_task(model, task_path(root, task), task, name=ADAPTER)
         return cls.create(root, system, "adapter", tasks, backbone)
 
     @classmethod
     def save_full_task(cls, asr: nn.Module, root: str | Path, task: str) -> None:
         """One task's fine-tuned ASR (full fine-tuning per task); ``create`` the bundle once every task is saved."""
-        with atomic_path(Path(root) / "tasks" / f"{task}.safetensors") as tmp:
+        with atomic_path(task_path(root, task)) as tmp:
             save_state_dict(asr, tmp)
 
     @classmethod
