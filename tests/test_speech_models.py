@@ -42,12 +42,26 @@ def test_shapes_lengths_and_masks(batch):
     feats, frames = model.features(batch["noisy"], batch["lengths"])
     shortest = int(batch["lengths"].argmin())
     assert feats[shortest, frames[shortest]:].abs().sum() == 0  # padded frames are zero after normalisation
-    # an utterance alone and inside a padded batch: the same features but for the STFT's
-    # edge padding in the last frames (reflection vs the batch's zeros), which moves the
-    # normalisation statistics a little
     alone, _ = model.features(batch["noisy"][shortest : shortest + 1, : batch["lengths"][shortest]], batch["lengths"][shortest : shortest + 1])
     assert alone.shape[1] == frames[shortest]  # the frame count derived from the length is the real one
-    assert (alone[0] - feats[shortest, : alone.shape[1]]).abs().median() < 0.05
+    torch.testing.assert_close(alone[0], feats[shortest, : alone.shape[1]], atol=1e-5, rtol=0)
+
+
+def test_an_utterance_gets_the_same_output_alone_and_in_a_padded_batch(batch):
+    """Padding never leaks into real samples or frames (the serving batcher mixes utterances of any length)."""
+    torch.manual_seed(0)
+    se, asr = MaskEnhancer(), ConformerCTC(TINY).eval()
+    with torch.no_grad():
+        se.mask.weight.normal_(0, 0.05)  # a mask that varies with the input, as after training
+        enhanced, out = se(batch["noisy"], batch["lengths"]), asr(batch["noisy"], batch["lengths"])
+        for b, n in enumerate(batch["lengths"].tolist()):
+            wave = batch["noisy"][b : b + 1, :n]
+            torch.testing.assert_close(se(wave)[0], enhanced[b, :n], atol=1e-5, rtol=0)
+            assert enhanced[b, n:].abs().sum() == 0
+            alone = asr(wave, torch.tensor([n]))
+            frames = int(out["lengths"][b])
+            assert int(alone["lengths"][0]) == frames
+            torch.testing.assert_close(alone["logits"][0], out["logits"][b, :frames], atol=1e-4, rtol=0)
 
 
 def test_asr_overfits_one_batch_to_the_exact_transcripts(batch):

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torchaudio
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 from components.models.text import CharVocab
 
@@ -37,14 +38,19 @@ class ASRConfig:
 
 
 class LogMel(nn.Module):
-    """Log-mel features normalised per utterance over its valid frames."""
+    """Log-mel features normalised per utterance over its valid frames.
+
+    Each row's STFT runs on that row's own samples (edges reflected as for the utterance alone), so an
+    utterance gets the same features whatever it is batched with.
+    """
 
     def __init__(self, n_mels: int) -> None:
         super().__init__()
         self.mel = torchaudio.transforms.MelSpectrogram(16_000, n_fft=400, hop_length=HOP, n_mels=n_mels)
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        feats = torch.log(self.mel(wave.float()) + 1e-6).transpose(1, 2)  # (B, T, n_mels)
+        rows = [self.mel(wave[b, :n].float()).transpose(0, 1) for b, n in enumerate(lengths.tolist())]  # (T_b, n_mels)
+        feats = torch.log(pad_sequence(rows, batch_first=True) + 1e-6)  # (B, T, n_mels)
         frames = lengths // HOP + 1
         valid = (torch.arange(feats.shape[1], device=wave.device)[None, :] < frames[:, None]).unsqueeze(-1)  # (B, T, 1)
         count = valid.sum(1, keepdim=True).clamp(min=1)
@@ -86,12 +92,29 @@ class ConformerCTC(nn.Module):
             dropout=cfg.dropout,
         )
         self.ctc_head = nn.Linear(cfg.d_model, len(self.vocab))
+        # The conformer's depthwise convolutions would read padded frames into the real ones; zeroing
+        # those frames first makes them see what they see at the end of an utterance alone.
+        self._valid_frames: torch.Tensor | None = None  # (B, 1, T') during forward
+        for layer in self.encoder.conformer_layers:
+            layer.conv_module.sequential[2].register_forward_pre_hook(self._zero_padded_frames)
+
+    def _zero_padded_frames(self, conv: nn.Module, args: tuple) -> tuple | None:
+        if self._valid_frames is None:
+            return None
+        return (args[0] * self._valid_frames,)  # (B, C, T')
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
-        """wave (B, L), lengths (B,) in samples -> logits (B, T', V), states (B, T', d), lengths (B,)."""
+        """wave (B, L), lengths (B,) in samples -> logits (B, T', V), states (B, T', d), lengths (B,).
+
+        Each utterance's output does not depend on the padding of its batch."""
         feats, frames = self.features(wave, lengths)
         x, frames = self.subsampling(feats, frames)
-        states, frames = self.encoder(x, frames.clamp(max=x.shape[1]))
+        frames = frames.clamp(max=x.shape[1])
+        self._valid_frames = (torch.arange(x.shape[1], device=x.device)[None, :] < frames[:, None]).unsqueeze(1).to(x.dtype)
+        try:
+            states, frames = self.encoder(x, frames)
+        finally:
+            self._valid_frames = None
         return {"logits": self.ctc_head(states), "states": states, "lengths": frames}
 
 

@@ -135,7 +135,7 @@ class Cascade(nn.Module):
 
     def transcribe(self, noisy: torch.Tensor, lengths: torch.Tensor) -> dict:
         """SE and ASR only: {enhanced, asr: {...}, hyps: B lists of (word, start, end)}."""
-        enhanced = self.se(noisy) if self.se is not None else noisy
+        enhanced = self.se(noisy, lengths) if self.se is not None else noisy
         asr_out = self.asr(enhanced, lengths)
         hyps = [hypothesis_words(p, self.asr.vocab) for p in greedy_paths(asr_out["logits"].detach(), asr_out["lengths"])]
         return {"enhanced": enhanced, "asr": asr_out, "hyps": hyps}

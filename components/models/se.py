@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn.utils.rnn import pad_sequence
 
 
 @dataclass
@@ -38,13 +39,18 @@ class MaskEnhancer(nn.Module):
     def stft(self, wave: torch.Tensor) -> torch.Tensor:
         return torch.stft(wave.float(), self.cfg.n_fft, self.cfg.hop, window=self.window, return_complex=True)
 
-    def forward(self, noisy: torch.Tensor) -> torch.Tensor:
-        """noisy (B, L) -> enhanced (B, L)."""
-        spec = self.stft(noisy)  # (B, F, T)
-        feats = torch.log1p(spec.abs()).transpose(1, 2)  # (B, T, F)
+    def forward(self, noisy: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """noisy (B, L), lengths (B,) in samples (default: all L) -> enhanced (B, L), zero past each length.
+
+        The STFT and iSTFT run per row on the row's own samples and the GRU is causal, so an utterance
+        is enhanced the same whatever it is batched with."""
+        lengths = lengths.tolist() if lengths is not None else [noisy.shape[-1]] * noisy.shape[0]
+        specs = [self.stft(noisy[b, :n]) for b, n in enumerate(lengths)]  # (F, T_b)
+        feats = pad_sequence([torch.log1p(s.abs()).transpose(0, 1) for s in specs], batch_first=True)  # (B, T, F)
         hidden, _ = self.rnn(feats)
-        mask = torch.sigmoid(self.mask(hidden)).transpose(1, 2)  # (B, F, T)
-        return torch.istft(spec * mask, self.cfg.n_fft, self.cfg.hop, window=self.window, length=noisy.shape[-1])
+        masks = torch.sigmoid(self.mask(hidden)).transpose(1, 2)  # (B, F, T)
+        rows = [torch.istft(s * masks[b, :, : s.shape[-1]], self.cfg.n_fft, self.cfg.hop, window=self.window, length=n) for b, (s, n) in enumerate(zip(specs, lengths))]
+        return pad_sequence(rows, batch_first=True, padding_value=0.0)[:, : noisy.shape[-1]].to(noisy.dtype) if rows else noisy
 
 
 def _magnitude(spec: torch.Tensor) -> torch.Tensor:

@@ -46,10 +46,10 @@ def train_se(se: MaskEnhancer, train_ds: SpeechDataset, val_ds: SpeechDataset, c
     """Noisy -> clean on pairs; validation loss and SI-SNR of the enhanced speech."""
 
     def loss(model, b):
-        return se_loss(model(b["noisy"]), b["clean"], b["lengths"], model)
+        return se_loss(model(b["noisy"], b["lengths"]), b["clean"], b["lengths"], model)
 
     def val(model, b):
-        enhanced = model(b["noisy"])
+        enhanced = model(b["noisy"], b["lengths"])
         return {"val_loss": se_loss(enhanced, b["clean"], b["lengths"], model), "val_si_snr": si_snr(enhanced, b["clean"]).mean()}
 
     return train(se, loss, train_ds, cfg, collate_fn=collate, val_fn=validation_fn(val_ds, val, cfg), on_metrics=on_metrics)
@@ -70,7 +70,7 @@ def train_asr(asr: ConformerCTC, train_ds: SpeechDataset, val_ds: SpeechDataset,
 def enhanced_ctc_loss(cascade: Cascade, b: dict) -> torch.Tensor:
     """CTC of the ASR on the noisy audio as the (frozen) SE enhances it: what the ASR hears inside the cascade."""
     with torch.no_grad():
-        audio = cascade.se(b["noisy"]) if cascade.se is not None else b["noisy"]
+        audio = cascade.se(b["noisy"], b["lengths"]) if cascade.se is not None else b["noisy"]
     return ctc_loss(cascade.asr(audio, b["lengths"]), b["targets"], b["target_lengths"])
 
 
