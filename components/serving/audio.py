@@ -1,0 +1,75 @@
+"""Request audio -> the 16 kHz mono waveform the cascade hears, or a RequestError that says what is wrong.
+
+Any format libsndfile reads (WAV, FLAC, OGG/Vorbis, ...), any sample rate (resampled), any channel count
+(averaged). Limits are checked before decoding where the header tells (bytes, duration)."""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import soundfile as sf
+import torch
+import torchaudio
+
+SAMPLE_RATE = 16_000
+
+
+class RequestError(ValueError):
+    """Bad input; ``status`` is the 4xx a service answers with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class AudioLimits:
+    max_seconds: float = 30.0
+    max_bytes: int = 10_000_000
+    min_seconds: float = 0.05  # shorter than a few STFT frames is not speech
+    min_sample_rate: int = 4_000
+    max_sample_rate: int = 192_000
+
+
+def decode_audio(data: bytes, limits: AudioLimits = AudioLimits(), name: str = "audio") -> torch.Tensor:
+    """Encoded audio bytes -> (L,) float32 at 16 kHz."""
+    if not data:
+        raise RequestError(400, f"{name}: the file is empty")
+    if len(data) > limits.max_bytes:
+        raise RequestError(413, f"{name}: {len(data)} bytes; the limit is {limits.max_bytes}")
+    try:
+        info = sf.info(io.BytesIO(data))
+    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        raise RequestError(415, f"{name}: not an audio file this service reads (WAV, FLAC, OGG): {_reason(exc)}") from None
+    fmt = f"{info.format} {info.subtype}"
+    if not limits.min_sample_rate <= info.samplerate <= limits.max_sample_rate:
+        raise RequestError(422, f"{name}: sample rate {info.samplerate} Hz; accepted {limits.min_sample_rate}-{limits.max_sample_rate} Hz")
+    if info.frames / info.samplerate > limits.max_seconds:
+        raise RequestError(422, f"{name}: {info.frames / info.samplerate:.2f} s of audio; the limit is {limits.max_seconds:g} s")
+    try:
+        audio, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)  # (frames, channels)
+    except (sf.LibsndfileError, RuntimeError) as exc:
+        raise RequestError(422, f"{name}: corrupt {fmt} audio: {_reason(exc)}") from None
+    if len(audio) < info.frames:
+        raise RequestError(422, f"{name}: truncated {fmt} audio: the header says {info.frames} samples, the file holds {len(audio)}")
+    if len(audio) < limits.min_seconds * sr:
+        raise RequestError(422, f"{name}: {len(audio) / sr:.3f} s of audio; at least {limits.min_seconds:g} s is needed")
+    if not np.isfinite(audio).all():
+        raise RequestError(422, f"{name}: {fmt} audio holds NaN or infinite samples")
+    wave = torch.from_numpy(audio.mean(axis=1))
+    if sr != SAMPLE_RATE:
+        wave = torchaudio.functional.resample(wave, sr, SAMPLE_RATE)
+    return wave.contiguous()
+
+
+def _reason(exc: Exception) -> str:
+    return getattr(exc, "error_string", None) or str(exc)  # libsndfile's own words, without the stream's repr
+
+
+def encode_wav(wave: torch.Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
+    """(L,) or (L, channels) float samples -> 16-bit WAV bytes (clients, tests, benchmarks)."""
+    buf = io.BytesIO()
+    sf.write(buf, np.asarray(wave, dtype=np.float32), sample_rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()

@@ -1,0 +1,92 @@
+"""One backbone cascade serving many tasks: every task's adapter is attached once, and a batch may mix
+tasks (each row runs its own adapter). A service model folder holds what it needs, as plain files:
+
+    <root>/cascade/   cascade.json + cascade.safetensors   (components.models.cascade.save_cascade)
+    <root>/adapters/  a TaskAdapters bundle                 (components.multitask.bundle)
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch.nn.utils.rnn import pad_sequence
+
+from components.adapters import get_adapter
+from components.models.cascade import Cascade, load_cascade, save_cascade
+from components.multitask.bundle import ADAPTER, TaskAdapters
+from components.serving.audio import RequestError
+
+CASCADE_DIR, ADAPTERS_DIR = "cascade", "adapters"
+
+
+def write_service_model(root: str | Path, cascade: Cascade, bundle: TaskAdapters) -> Path:
+    """Lay out a service model folder (``root`` must not hold one yet)."""
+    root = Path(root)
+    if (root / CASCADE_DIR).exists():
+        raise FileExistsError(f"{root} already holds a service model; pick an empty folder")
+    save_cascade(cascade, root / CASCADE_DIR)
+    bundle.copy_to(root / ADAPTERS_DIR)
+    return root
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
+
+
+class TaskRuntime:
+    """predict(waves, tasks) -> one SLURP result a request, whatever else shares its batch."""
+
+    def __init__(self, cascade: Cascade, bundle: TaskAdapters, device: str = "auto") -> None:
+        if bundle.kind != "adapter":
+            raise ValueError(f"bundle {bundle.system!r} is kind {bundle.kind!r}: serving holds one backbone and switches adapters, so it needs kind 'adapter'")
+        self.device = pick_device(device)
+        self.bundle = bundle
+        self.cascade = cascade
+        bundle.attach(self.cascade)
+        self.cascade.to(self.device).eval()
+        self._router = get_adapter(self.cascade, ADAPTER)
+        self._lock = threading.Lock()  # the adapter's task routing is per model: one forward at a time
+
+    @classmethod
+    def load(cls, root: str | Path, device: str = "auto") -> "TaskRuntime":
+        root = Path(root)
+        return cls(load_cascade(root / CASCADE_DIR, device="cpu"), TaskAdapters(root / ADAPTERS_DIR), device)
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.bundle.tasks)
+
+    def check_task(self, task: str) -> None:
+        if task not in self.bundle.tasks:
+            shown = ", ".join(self.bundle.tasks[:10]) + (", ..." if len(self.bundle.tasks) > 10 else "")
+            raise RequestError(404, f"unknown task {task!r}; this service has {len(self.bundle.tasks)} tasks: {shown} (GET /v1/tasks lists them)")
+
+    @torch.inference_mode()
+    def predict(self, waves: Sequence[torch.Tensor], tasks: Sequence[str]) -> list[dict]:
+        """waves: (L_i,) at 16 kHz; tasks: one name each -> [{task, transcript, scenario, action, intent, entities}]."""
+        if len(waves) != len(tasks):
+            raise ValueError(f"{len(waves)} waveforms but {len(tasks)} tasks")
+        if not waves:
+            return []
+        for task in tasks:
+            self.check_task(task)
+        noisy = pad_sequence(list(waves), batch_first=True).to(self.device)
+        lengths = torch.tensor([len(w) for w in waves], device=self.device)
+        meta = [{"utt_id": str(i), "slurp_id": -1} for i in range(len(waves))]
+        with self._lock, torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+            self._router.set_task(list(tasks))
+            results = self.cascade.predict(noisy, lengths, meta)
+        return [
+            {
+                "task": task,
+                "transcript": transcript,
+                "scenario": pred.scenario,
+                "action": pred.action,
+                "intent": pred.intent,
+                "entities": [{"type": e.type, "filler": e.filler} for e in pred.entities],
+            }
+            for task, (pred, transcript) in zip(tasks, results)
+        ]
