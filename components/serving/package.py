@@ -33,7 +33,6 @@ def build_bento(model_tag: str, args: dict | None = None, labels: dict | None = 
     """``bentoml build`` of the service around ``model_tag``, offline (no package locking); the bento's tag.
 
     args: more bento arguments (ServingArgs) baked in; ``bentoml serve <tag> --arg ...`` overrides them."""
-    requirements = REPO / "requirements-serving.txt"
     bento = bentoml.bentos.build(
         SERVICE,
         name="cascadapt_slu_service",
@@ -41,7 +40,7 @@ def build_bento(model_tag: str, args: dict | None = None, labels: dict | None = 
         labels=labels or {},
         include=INCLUDE,
         models=[model_tag],
-        python={"lock_packages": False, "requirements_txt": str(requirements)},
+        python={"lock_packages": False, "requirements_txt": "requirements-serving.txt"},  # relative to build_ctx
         args={"model": model_tag} | (args or {}),
         build_ctx=str(REPO),
     )
