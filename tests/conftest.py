@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -15,3 +17,13 @@ os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 def slurp_jsonl() -> Path:
     """The real SLURP devel annotations when ../shared has them, else the shipped sample."""
     return SHARED_DEVEL if SHARED_DEVEL.is_file() else SAMPLE
+
+
+# BentoML's model and bento stores: a temporary home for the whole session (servers started by tests
+# inherit it), never the user's ~/bentoml. Set before anything imports bentoml.
+BENTOML_HOME = Path(tempfile.mkdtemp(prefix="cascadapt-test-bentoml-"))
+os.environ["BENTOML_HOME"] = str(BENTOML_HOME)
+
+
+def pytest_unconfigure(config):
+    shutil.rmtree(BENTOML_HOME, ignore_errors=True)

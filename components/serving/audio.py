@@ -44,6 +44,9 @@ def decode_audio(data: bytes, limits: AudioLimits = AudioLimits(), name: str = "
     except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
         raise RequestError(415, f"{name}: not an audio file this service reads (WAV, FLAC, OGG): {_reason(exc)}") from None
     fmt = f"{info.format} {info.subtype}"
+    missing = _missing_wav_bytes(data)
+    if missing:
+        raise RequestError(422, f"{name}: truncated {fmt} audio: its data chunk lacks {missing} of its declared bytes")
     if not limits.min_sample_rate <= info.samplerate <= limits.max_sample_rate:
         raise RequestError(422, f"{name}: sample rate {info.samplerate} Hz; accepted {limits.min_sample_rate}-{limits.max_sample_rate} Hz")
     if info.frames / info.samplerate > limits.max_seconds:
@@ -62,6 +65,20 @@ def decode_audio(data: bytes, limits: AudioLimits = AudioLimits(), name: str = "
     if sr != SAMPLE_RATE:
         wave = torchaudio.functional.resample(wave, sr, SAMPLE_RATE)
     return wave.contiguous()
+
+
+def _missing_wav_bytes(data: bytes) -> int:
+    """Bytes a RIFF/WAVE file's data chunk declares but does not hold (libsndfile reads such a file
+    silently shortened); 0 for other formats and for streamed WAVs (size 0xFFFFFFFF)."""
+    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
+        return 0
+    pos = 12
+    while pos + 8 <= len(data):
+        size = int.from_bytes(data[pos + 4 : pos + 8], "little")
+        if data[pos : pos + 4] == b"data":
+            return 0 if size == 0xFFFFFFFF else max(0, size - (len(data) - pos - 8))
+        pos += 8 + size + (size & 1)
+    return 0
 
 
 def _reason(exc: Exception) -> str:

@@ -1,22 +1,25 @@
-"""The BentoML side of packaging: a service model in the model store, and a bento built from it offline.
+"""The BentoML side of packaging: a service model in the model store, and a bento built from it offline
+(bentofile.yaml).
 
 BentoML's stores live in $BENTOML_HOME (default ~/bentoml)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import tempfile
 from pathlib import Path
+
+import yaml
 
 import bentoml
 
 from components.models.cascade import Cascade
 from components.multitask.bundle import TaskAdapters
 from components.serving.runtime import write_service_model
-from components.serving.service import MODEL_NAME
 
-SERVICE = "components.serving.service:CascadeSLU"
+MODEL_NAME = "cascadapt_slu"
 REPO = Path(__file__).resolve().parents[2]
-# The service's own code (and the model code it loads); the venv's packages come from requirements.
-INCLUDE = ["components/**/*.py", "components/data/sample/*"]
 
 
 def save_service_model(cascade: Cascade, bundle: TaskAdapters, name: str = MODEL_NAME, labels: dict | None = None, metadata: dict | None = None) -> str:
@@ -30,18 +33,16 @@ def save_service_model(cascade: Cascade, bundle: TaskAdapters, name: str = MODEL
 
 
 def build_bento(model_tag: str, args: dict | None = None, labels: dict | None = None, version: str | None = None) -> str:
-    """``bentoml build`` of the service around ``model_tag``, offline (no package locking); the bento's tag.
+    """``bentoml build`` (bentofile.yaml) around ``model_tag``, offline; the bento's tag.
 
-    args: more bento arguments (ServingArgs) baked in; ``bentoml serve <tag> --arg ...`` overrides them."""
-    bento = bentoml.bentos.build(
-        SERVICE,
-        name="cascadapt_slu_service",
-        version=version,
-        labels=labels or {},
-        include=INCLUDE,
-        models=[model_tag],
-        python={"lock_packages": False, "requirements_txt": "requirements-serving.txt"},  # relative to build_ctx
-        args={"model": model_tag} | (args or {}),
-        build_ctx=str(REPO),
-    )
-    return str(bento.tag)
+    A subprocess, so that the service module is imported with this build's arguments. args: more bento
+    arguments (ServingArgs) baked in; ``bentoml serve <tag> --arg ...`` overrides them."""
+    with tempfile.TemporaryDirectory() as tmp:
+        arg_file = Path(tmp) / "args.yaml"
+        arg_file.write_text(yaml.safe_dump({"model": model_tag} | (args or {})))
+        cmd = [sys.executable, "-m", "bentoml", "build", "-f", "bentofile.yaml", "--arg-file", str(arg_file), "-o", "tag", "."]
+        cmd += [f"--label={k}={v}" for k, v in (labels or {}).items()] + (["--version", version] if version else [])
+        proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"bentoml build failed ({proc.returncode}):\n{proc.stdout[-3000:]}{proc.stderr[-3000:]}")
+    return proc.stdout.strip().splitlines()[-1].removeprefix("__tag__:")

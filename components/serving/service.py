@@ -32,11 +32,8 @@ with bentoml.importing():
     from components.serving.batcher import MicroBatcher, QueueFull
     from components.serving.runtime import TaskRuntime
 
-MODEL_NAME = "cascadapt_slu"
-
-
 class ServingArgs(BaseModel):
-    model: str = Field(f"{MODEL_NAME}:latest", description="BentoML model tag of the service model (package_service_model writes it)")
+    model: str = Field("cascadapt_slu:latest", description="BentoML model tag of the service model (package_service_model writes it)")
     batching: bool = Field(True, description="adaptive batching; false runs each request alone")
     max_batch_size: int = Field(16, ge=1)
     max_wait_ms: float = Field(0.0, ge=0, description="hold a short batch back this long for more requests")
@@ -59,7 +56,7 @@ async def transcribe(request: Request) -> JSONResponse:
     start = time.perf_counter()
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > ARGS.max_bytes + 65_536:  # a form's own bytes on top
-        return error(413, f"request body of {declared} bytes; the limit for audio is {ARGS.max_bytes}")
+        return error(413, f"request body of {declared} bytes; the limit is {ARGS.max_bytes} bytes of audio")
     if not request.headers.get("content-type", "").startswith("multipart/form-data"):
         return error(415, "send multipart/form-data with a file field 'audio' and a text field 'task'")
     try:
