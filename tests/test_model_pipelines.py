@@ -10,7 +10,7 @@ import textwrap
 import pytest
 
 from components.data import versioning
-from tests.conftest import REPO, SAMPLE
+from tests.conftest import REPO, SAMPLE, free_port
 
 BIN = os.path.dirname(sys.executable)
 
@@ -105,12 +105,13 @@ INSPECT_MULTITASK = textwrap.dedent(
         "winner": {"system": winner.system, "tasks": winner.tasks},
         "lineage": production.run_metadata.get("lineage"),
         "md5": first.steps["tracked_data_version"].outputs["tracked_md5"][0].load(),
+        "serving": production.run_metadata.get("serving"),
     }, sys.stdout, default=str)
     """
 )
 
 
-@pytest.mark.timeout(1800)  # seven pipeline runs: about 3.5 min alone on 2 cores, far more on shared cores
+@pytest.mark.timeout(1800)  # eight pipeline runs: about 4 min alone on 2 cores, far more on shared cores
 def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     root = tmp_path / "project"
     root.mkdir()
@@ -126,6 +127,12 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
         config.write_text(body.format(sample=SAMPLE, tmp=tmp_path) + COMMON.format(root=root))
         proc = subprocess.run([f"{BIN}/zenml", "pipeline", "run", f"pipelines.{name}_pipeline.{name}_pipeline", "-c", str(config)], cwd=REPO, env=env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    # the promoted adapters as a bento, served on 127.0.0.1 for a smoke test of every task
+    config = tmp_path / "deploy.yaml"
+    config.write_text(f"parameters:\n  serve_locally: true\n  port: {free_port()}\n")
+    proc = subprocess.run([f"{BIN}/zenml", "pipeline", "run", "pipelines.deployment_pipeline.deployment_pipeline", "-c", str(config)], cwd=REPO, env=env, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     proc = subprocess.run([sys.executable, "-c", INSPECT], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -187,4 +194,7 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     assert found["production"] == first["version"] != second["version"]
     assert set(found["winner"]["tasks"]) == {*old, new} and found["winner"]["system"] == first["candidate"]
     assert (tmp_path / "exports" / f"cascadapt_multitask-v{first['version']}" / "bundle.json").is_file()
+    serving = found["serving"]  # the bento tag on the production version, and its smoke test
+    assert serving["bento_tag"].startswith("cascadapt_slu_service:") and serving["smoke_test"]["tasks"] == len(old) + 1
+    assert serving["smoke_test"]["example"]["intent"]
     assert found["lineage"]["adapters"] == first["candidate"] and found["lineage"]["backbone_artifact"] and found["lineage"]["data_md5"] == found["md5"]

@@ -8,7 +8,6 @@ import asyncio
 import io
 import random
 import shutil
-import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -21,7 +20,8 @@ import yaml
 
 from components import adapters as A
 from components.multitask import ADAPTER, TaskAdapters
-from components.serving import AudioLimits, MicroBatcher, RequestError, TaskRuntime, decode_audio, encode_wav, write_service_model
+from components.serving import AudioLimits, MicroBatcher, RequestError, TaskRuntime, decode_audio, write_service_model
+from tests.conftest import free_port
 
 TASKS = ["alice", "bob", "carol"]
 TEXTS = ["turn on the lights in the kitchen", "what is the weather like tomorrow", "play some jazz", "set an alarm for seven am"]
@@ -180,12 +180,6 @@ def test_a_full_finetuning_bundle_is_refused_with_the_reason(model_dir, tmp_path
 
 
 # --------------------------------------------------------------------------- the service on 127.0.0.1
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
