@@ -22,7 +22,8 @@ torch.set_num_threads(N) here). The clients run on the same machine as the serve
    production task's adapter, renamed task_000 ...).
 4. Service overhead: the client's median sequential latency (1.) against the median of the same work
    in-process (decode_audio + TaskRuntime.predict on the service model's folder, measured just before
-   that server starts, as many requests) - 1.
+   that server starts, as many requests) - 1. The server runs predict on its batcher's thread, the loop
+   here on the main thread; server_side_overhead and http_client_ms say which side the overhead is on.
 
 Targets: memory with 64 tasks <= 1.1x one task; adaptive batching >= 2x sequential throughput;
 service overhead <= 20 % of the in-process time.
@@ -268,6 +269,7 @@ def main() -> None:
     if args.quick:
         args.requests, args.concurrent_requests, args.memory_requests = 20, 3 * args.clients, 3
 
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a SIGTERM still stops the servers and removes the temp folder
     work = Path(tempfile.mkdtemp(prefix="cascadapt-serving-bench-"))
     home = work / "bentoml"
     os.environ.update(BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="true", ZENML_ANALYTICS_OPT_IN=os.environ.get("ZENML_ANALYTICS_OPT_IN", "false"))
