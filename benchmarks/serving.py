@@ -37,9 +37,7 @@ import json
 import os
 import shutil
 import signal
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -49,6 +47,8 @@ from contextlib import contextmanager
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from components.serving.local import free_port, serve_locally  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICE = "components.serving.service:CascadeSLU"
@@ -104,54 +104,13 @@ def copies_of_task(bundle, task: str, n: int, root: Path):
     return TaskAdapters.create(root, bundle.system, "adapter", names, bundle.backbone)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def server(tag: str, home: Path, threads: int, device: str, log: Path, timeout_s: float, **args):
     """A ``bentoml serve`` subprocess of the service model ``tag``, ready (/readyz 200): (url, process, seconds to ready)."""
-    import requests
-
-    port = free_port()
-    cmd = [str(Path(sys.executable).parent / "bentoml"), "serve", SERVICE, "--host", "127.0.0.1", "--port", str(port),
-           "--arg", f"model={tag}", "--arg", f"threads={threads}", "--arg", f"device={device}"]
-    cmd += [a for k, v in args.items() for a in ("--arg", f"{k}={str(v).lower() if isinstance(v, bool) else v}")]
-    env = os.environ | {"BENTOML_HOME": str(home), "OMP_NUM_THREADS": str(threads), "BENTOML_DO_NOT_TRACK": "true", "ZENML_ANALYTICS_OPT_IN": "false"}
-    url, start = f"http://127.0.0.1:{port}", time.perf_counter()
-    with open(log, "w") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            if time.perf_counter() - start > timeout_s:
-                raise TimeoutError(f"server not ready after {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
-            try:
-                if requests.get(f"{url}/readyz", timeout=5).status_code == 200:
-                    break
-            except requests.RequestException:  # not listening yet, or busy loading the model
-                pass
-            time.sleep(0.5)
-        yield url, proc, time.perf_counter() - start
-    finally:
-        stop(proc)
-
-
-def stop(proc: subprocess.Popen) -> None:
-    """SIGTERM to the server, SIGKILL to its process group (ours: start_new_session) if it lingers."""
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)  # workers left behind, if any
-    except ProcessLookupError:
-        pass
-    proc.wait()
+    env = {"BENTOML_HOME": str(home), "OMP_NUM_THREADS": str(threads), "BENTOML_DO_NOT_TRACK": "true", "ZENML_ANALYTICS_OPT_IN": "false"}
+    start = time.perf_counter()
+    with serve_locally(SERVICE, free_port(), args={"model": tag, "threads": threads, "device": device} | args, env=env, ready_timeout=timeout_s, log=log) as client:
+        yield client.url, client.process, time.perf_counter() - start
 
 
 def post(session, url: str, audio: bytes, task: str) -> dict:

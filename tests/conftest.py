@@ -1,6 +1,5 @@
 import os
 import shutil
-import socket
 import tempfile
 from pathlib import Path
 
@@ -12,13 +11,6 @@ SHARED_DEVEL = REPO.parent / "shared/data/slurp/devel.jsonl"
 
 os.environ.setdefault("ZENML_ANALYTICS_OPT_IN", "false")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on now."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

@@ -10,7 +10,8 @@ import textwrap
 import pytest
 
 from components.data import versioning
-from tests.conftest import REPO, SAMPLE, free_port
+from components.serving.local import free_port
+from tests.conftest import REPO, SAMPLE
 
 BIN = os.path.dirname(sys.executable)
 

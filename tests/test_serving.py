@@ -21,7 +21,6 @@ import yaml
 from components import adapters as A
 from components.multitask import ADAPTER, TaskAdapters
 from components.serving import AudioLimits, MicroBatcher, RequestError, TaskRuntime, decode_audio, write_service_model
-from tests.conftest import free_port
 
 TASKS = ["alice", "bob", "carol"]
 TEXTS = ["turn on the lights in the kitchen", "what is the weather like tomorrow", "play some jazz", "set an alarm for seven am"]
@@ -193,7 +192,7 @@ def service_model_tag(model_dir):
 
 @pytest.fixture(scope="module")
 def server(service_model_tag, tmp_path_factory):
-    from components.serving.local import serve_locally
+    from components.serving.local import free_port, serve_locally
 
     log = tmp_path_factory.mktemp("server") / "serve.log"
     args = {"model": service_model_tag, "max_batch_size": 8, "threads": 1} | LIMITS
@@ -227,7 +226,7 @@ def raw_post(server, body: bytes, content_type: str | None) -> tuple[int, dict |
     import urllib.request
 
     headers = {"Content-Type": content_type} if content_type else {}
-    return server._send(urllib.request.Request(server.url + "/v1/transcribe", data=body, method="POST", headers=headers))
+    return server.send(urllib.request.Request(server.url + "/v1/transcribe", data=body, method="POST", headers=headers))
 
 
 BAD_REQUESTS = {  # name -> (send(server, good audio), status, words in the error)

@@ -84,9 +84,3 @@ def _missing_wav_bytes(data: bytes) -> int:
 def _reason(exc: Exception) -> str:
     return getattr(exc, "error_string", None) or str(exc)  # libsndfile's own words, without the stream's repr
 
-
-def encode_wav(wave: torch.Tensor | np.ndarray, sample_rate: int = SAMPLE_RATE) -> bytes:
-    """(L,) or (L, channels) float samples -> 16-bit WAV bytes (clients, tests, benchmarks)."""
-    buf = io.BytesIO()
-    sf.write(buf, np.asarray(wave, dtype=np.float32), sample_rate, format="WAV", subtype="PCM_16")
-    return buf.getvalue()

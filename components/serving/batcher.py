@@ -29,7 +29,6 @@ class MicroBatcher:
         self._queue: asyncio.Queue | None = None
         self._worker: asyncio.Task | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch")  # one batch at a time
-        self.batch_sizes: list[int] = []  # of every batch run, for stats
 
     async def submit(self, item: Any) -> tuple[Any, int]:
         """The item's result and the size of the batch it ran in; fn's exception if its batch failed."""
@@ -57,7 +56,6 @@ class MicroBatcher:
             batch = [(item, fut) for item, fut in batch if not fut.cancelled()]  # clients that gave up
             if not batch:
                 continue
-            self.batch_sizes.append(len(batch))
             try:
                 results = await loop.run_in_executor(self._executor, self.fn, [item for item, _ in batch])
                 if len(results) != len(batch):

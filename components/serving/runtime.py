@@ -18,6 +18,7 @@ from components.adapters import get_adapter
 from components.models.cascade import Cascade, load_cascade, save_cascade
 from components.multitask.bundle import ADAPTER, TaskAdapters
 from components.serving.audio import RequestError
+from components.training.loop import resolve_device
 
 CASCADE_DIR, ADAPTERS_DIR = "cascade", "adapters"
 
@@ -32,17 +33,13 @@ def write_service_model(root: str | Path, cascade: Cascade, bundle: TaskAdapters
     return root
 
 
-def pick_device(device: str = "auto") -> torch.device:
-    return torch.device("cuda" if device == "auto" and torch.cuda.is_available() else ("cpu" if device == "auto" else device))
-
-
 class TaskRuntime:
     """predict(waves, tasks) -> one SLURP result a request, whatever else shares its batch."""
 
     def __init__(self, cascade: Cascade, bundle: TaskAdapters, device: str = "auto") -> None:
         if bundle.kind != "adapter":
             raise ValueError(f"bundle {bundle.system!r} is kind {bundle.kind!r}: serving holds one backbone and switches adapters, so it needs kind 'adapter'")
-        self.device = pick_device(device)
+        self.device = resolve_device(device)
         self.bundle = bundle
         self.cascade = cascade
         bundle.attach(self.cascade)

@@ -28,9 +28,10 @@ from starlette.routing import Route
 with bentoml.importing():
     import torch
 
-    from components.serving.audio import AudioLimits, RequestError, decode_audio
+    from components.serving.audio import SAMPLE_RATE, AudioLimits, RequestError, decode_audio
     from components.serving.batcher import MicroBatcher, QueueFull
     from components.serving.runtime import TaskRuntime
+
 
 class ServingArgs(BaseModel):
     model: str = Field("cascadapt_slu:latest", description="BentoML model tag of the service model (package_service_model writes it)")
@@ -85,7 +86,7 @@ async def transcribe(request: Request) -> JSONResponse:
     done = time.perf_counter()
     ms = lambda a, b: round(1000 * (b - a), 2)  # noqa: E731
     timings = {"decode_ms": ms(start, decoded), "inference_ms": ms(decoded, done), "total_ms": ms(start, done), "batch_size": batch_size}
-    return JSONResponse(result | {"duration_s": round(len(wave) / 16_000, 3), "timings": timings})
+    return JSONResponse(result | {"duration_s": round(len(wave) / SAMPLE_RATE, 3), "timings": timings})
 
 
 async def tasks(request: Request) -> JSONResponse:
@@ -101,15 +102,12 @@ class CascadeSLU:
     model = bentoml.models.BentoModel(ARGS.model)
 
     def __init__(self) -> None:
-        import asyncio
-
         if ARGS.threads:
             torch.set_num_threads(ARGS.threads)
         self.runtime = TaskRuntime.load(Path(self.model.path), device=ARGS.device)
         self.limits = AudioLimits(max_seconds=ARGS.max_seconds, max_bytes=ARGS.max_bytes)
         self.batcher = MicroBatcher(self._predict_batch, ARGS.max_batch_size, ARGS.max_wait_ms, ARGS.max_queue) if ARGS.batching else None
-        self._alone = asyncio.Semaphore(1)
-        self.runtime.predict([torch.zeros(16_000)], self.runtime.tasks[:1])  # warm-up before /readyz says ready
+        self.runtime.predict([torch.zeros(SAMPLE_RATE)], self.runtime.tasks[:1])  # warm-up before /readyz says ready
         self.ready = True
         http.state.service = self
 
@@ -119,8 +117,7 @@ class CascadeSLU:
     async def run_alone(self, wave, task: str) -> dict:
         import anyio
 
-        async with self._alone:
-            return (await anyio.to_thread.run_sync(self.runtime.predict, [wave], [task]))[0]
+        return (await anyio.to_thread.run_sync(self.runtime.predict, [wave], [task]))[0]  # the runtime's lock serialises
 
     def describe(self) -> dict:
         bundle = self.runtime.bundle
