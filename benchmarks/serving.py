@@ -21,9 +21,9 @@ torch.set_num_threads(N) here). The clients run on the same machine as the serve
    warm-up and a few requests, for a service model of 1 task and one of 64 tasks (copies of one
    production task's adapter, renamed task_000 ...).
 4. Service overhead: the client's median sequential latency (1.) against the median of the same work
-   in-process (decode_audio + TaskRuntime.predict on the service model's folder, measured just before
-   that server starts, as many requests) - 1. The server runs predict on its batcher's thread, the loop
-   here on the main thread; server_side_overhead and http_client_ms say which side the overhead is on.
+   in-process (decode_audio + TaskRuntime.predict on the service model's folder, in a fresh process),
+   the two interleaved in 5 blocks, as many requests each. Both run torch on their process's one
+   torch thread; server_side_overhead and http_client_ms say which side the overhead is on.
 
 Targets: memory with 64 tasks <= 1.1x one task; adaptive batching >= 2x sequential throughput;
 service overhead <= 20 % of the in-process time.
@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import multiprocessing
 import os
 import shutil
 import signal
@@ -54,6 +55,7 @@ REPO = Path(__file__).resolve().parents[1]
 SERVICE = "components.serving.service:CascadeSLU"
 TARGET = {"memory_64_over_1_max": 1.1, "batched_over_sequential_min": 2.0, "overhead_max": 0.20}
 WARMUP = 5
+ROUNDS = 5  # the service-overhead comparison's interleaved blocks
 
 
 def load_inputs(from_dir: str | None):
@@ -196,18 +198,47 @@ def rss_mib(root_pid: int) -> dict:
             "processes": len(rss), "workers": sum(w for _, w in rss.values())}
 
 
-def in_process(runtime, audio: bytes, task: str, n: int) -> dict:
-    """The service's work for one request without HTTP (decode_audio + TaskRuntime.predict), sequentially: ms."""
-    from components.serving.audio import decode_audio
+RUNTIME = None  # the in-process runtime, in its own process (load_in_process_runtime)
+
+
+def load_in_process_runtime(model_dir: str, threads: int, device: str) -> None:
+    """The in-process side's set-up, in a fresh process as the server's is: in a process where more than
+    one thread has run torch, every thread's kernels are slower (components/serving/torch_thread.py)."""
+    global RUNTIME
+    import torch
+
+    from components.serving import TaskRuntime
+    from components.serving.torch_thread import run_on_torch_thread
+
+    run_on_torch_thread(torch.set_num_threads, threads)
+    RUNTIME = TaskRuntime.load(model_dir, device=device)
+
+
+def in_process_ms(audio: bytes, task: str, n: int) -> list[float]:
+    """The service's work for one request without HTTP (decode_audio + TaskRuntime.predict), ``n`` times in a row: ms each."""
+    from components.serving import decode_audio
 
     ms = []
-    for i in range(WARMUP + n):
+    for _ in range(n):
         start = time.perf_counter()
-        runtime.predict([decode_audio(audio)], [task])
-        if i >= WARMUP:
-            ms.append(1000 * (time.perf_counter() - start))
-    ms.sort()
-    return {"requests": n, "p50_ms": statistics.median(ms), "p99_ms": percentile(ms, 99), "mean_ms": statistics.fmean(ms)}
+        RUNTIME.predict([decode_audio(audio)], [task])
+        ms.append(1000 * (time.perf_counter() - start))
+    return ms
+
+
+def sequential_against_in_process(url: str, in_process, audio: bytes, task: str, n: int) -> tuple[dict, dict]:
+    """One client against the server and the in-process loop, interleaved in ROUNDS blocks so that a
+    shared machine's slow minutes hit both alike (only one of them works at a time)."""
+    run_clients(url, audio, task, WARMUP, 1)
+    in_process.apply(in_process_ms, (audio, task, WARMUP))
+    served, wall, local = [], 0.0, []
+    for i in range(ROUNDS):
+        block = n // ROUNDS + (i < n % ROUNDS)
+        results, seconds = run_clients(url, audio, task, block, 1)
+        served, wall = served + results, wall + seconds
+        local += in_process.apply(in_process_ms, (audio, task, block))
+    local.sort()
+    return summarize(served, wall), {"requests": n, "p50_ms": statistics.median(local), "p99_ms": percentile(local, 99), "mean_ms": statistics.fmean(local)}
 
 
 def main() -> None:
@@ -237,7 +268,6 @@ def main() -> None:
 
     from benchmarks.machine import describe
     from components.serving.package import save_service_model
-    from components.serving.runtime import TaskRuntime
 
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()  # a shared machine: what else ran shows here
@@ -254,15 +284,10 @@ def main() -> None:
         serve = dict(home=home, threads=args.threads, device=args.device, timeout_s=args.ready_timeout, max_batch_size=args.max_batch_size)
         startup, results = {}, {}
 
-        # in-process first, with no server running (two processes' OpenMP threads on the same cores slow each other down
-        # by far more than either's own cost), then the server's sequential run straight after
-        runtime = TaskRuntime.load(Path(bentoml.models.get(tags["full"]).path), device=args.device)
-        local = in_process(runtime, audio, task, args.requests)
-        print(f"in-process: {local}", flush=True)
-        del runtime
-        with server(tags["full"], log=work / "batched.log", **serve) as (url, _, startup["batched"]):
-            results["sequential"] = sequential(url, audio, task, args.requests)
-            print(f"sequential, batching on: {results['sequential']}", flush=True)
+        in_process = multiprocessing.get_context("spawn").Pool(1, load_in_process_runtime, (bentoml.models.get(tags["full"]).path, args.threads, args.device))
+        with in_process, server(tags["full"], log=work / "batched.log", **serve) as (url, _, startup["batched"]):
+            results["sequential"], local = sequential_against_in_process(url, in_process, audio, task, args.requests)
+            print(f"sequential, batching on: {results['sequential']}\nin-process: {local}", flush=True)
             results["batched"] = concurrent(url, audio, task, args.concurrent_requests, args.clients)
             print(f"{args.clients} clients, batching on: {results['batched']}", flush=True)
         with server(tags["full"], log=work / "unbatched.log", batching=False, **serve) as (url, _, startup["unbatched"]):

@@ -21,6 +21,7 @@ import yaml
 from components import adapters as A
 from components.multitask import ADAPTER, TaskAdapters
 from components.serving import AudioLimits, MicroBatcher, RequestError, TaskRuntime, decode_audio, write_service_model
+from components.serving.torch_thread import on_torch_thread, run_on_torch_thread
 
 TASKS = ["alice", "bob", "carol"]
 TEXTS = ["turn on the lights in the kitchen", "what is the weather like tomorrow", "play some jazz", "set an alarm for seven am"]
@@ -64,7 +65,7 @@ def model_dir(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def runtime(model_dir) -> TaskRuntime:
-    torch.set_num_threads(1)
+    run_on_torch_thread(torch.set_num_threads, 1)  # torch's thread count is per thread: set it where the runtime runs
     return TaskRuntime.load(model_dir, device="cpu")
 
 
@@ -166,6 +167,25 @@ def test_a_mixed_task_batch_gives_each_request_what_it_gets_alone(runtime, utter
     with pytest.raises(RequestError, match="unknown task 'dave'") as err:
         runtime.predict(waves[:1], ["dave"])
     assert err.value.status == 404
+
+
+def test_the_runtime_runs_torch_on_one_thread_whoever_calls(runtime, utterances):
+    """A second thread running torch slows every thread's kernels (torch_thread.py says why): loads and
+    predictions from the main thread, a pool's threads or the torch thread itself all run on the torch thread."""
+    threads = set()
+    hook = runtime.cascade.asr.register_forward_pre_hook(lambda *_: threads.add(threading.get_ident()))
+    try:
+        wave = decode_audio(utterances[0])
+        runtime.predict([wave], [TASKS[0]])
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(lambda t: runtime.predict([wave], [t]), TASKS))
+        run_on_torch_thread(runtime.predict, [wave], [TASKS[1]])  # inline there, not queued behind itself
+    finally:
+        hook.remove()
+    assert len(threads) == 1 and run_on_torch_thread(lambda: threading.get_ident()) in threads
+    assert run_on_torch_thread(on_torch_thread) and not on_torch_thread()
+    with pytest.raises(RequestError, match="unknown task"):  # errors come back to the caller
+        runtime.predict([wave], ["dave"])
 
 
 def test_a_full_finetuning_bundle_is_refused_with_the_reason(model_dir, tmp_path):

@@ -35,6 +35,12 @@ class AudioLimits:
 
 def decode_audio(data: bytes, limits: AudioLimits = AudioLimits(), name: str = "audio") -> torch.Tensor:
     """Encoded audio bytes -> (L,) float32 at 16 kHz."""
+    return to_model_rate(*read_audio(data, limits, name))
+
+
+def read_audio(data: bytes, limits: AudioLimits = AudioLimits(), name: str = "audio") -> tuple[np.ndarray, int]:
+    """Encoded audio bytes -> ((frames,) float32 mono, sample rate), every limit checked. numpy only: a
+    service reads requests on its event loop and keeps torch on its torch thread (see torch_thread)."""
     if not data:
         raise RequestError(400, f"{name}: the file is empty")
     if len(data) > limits.max_bytes:
@@ -61,9 +67,14 @@ def decode_audio(data: bytes, limits: AudioLimits = AudioLimits(), name: str = "
         raise RequestError(422, f"{name}: {len(audio) / sr:.3f} s of audio; at least {limits.min_seconds:g} s is needed")
     if not np.isfinite(audio).all():
         raise RequestError(422, f"{name}: {fmt} audio holds NaN or infinite samples")
-    wave = torch.from_numpy(audio.mean(axis=1))
-    if sr != SAMPLE_RATE:
-        wave = torchaudio.functional.resample(wave, sr, SAMPLE_RATE)
+    return audio.mean(axis=1), sr
+
+
+def to_model_rate(audio: np.ndarray, sample_rate: int) -> torch.Tensor:
+    """(frames,) mono at ``sample_rate`` -> (L,) float32 tensor at 16 kHz."""
+    wave = torch.from_numpy(audio)
+    if sample_rate != SAMPLE_RATE:
+        wave = torchaudio.functional.resample(wave, sample_rate, SAMPLE_RATE)
     return wave.contiguous()
 
 

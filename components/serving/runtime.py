@@ -7,7 +7,6 @@ tasks (each row runs its own adapter). A service model folder holds what it need
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 from typing import Sequence
 
@@ -18,6 +17,7 @@ from components.adapters import get_adapter
 from components.models.cascade import Cascade, load_cascade, save_cascade
 from components.multitask.bundle import ADAPTER, TaskAdapters
 from components.serving.audio import RequestError
+from components.serving.torch_thread import run_on_torch_thread
 from components.training.loop import resolve_device
 
 CASCADE_DIR, ADAPTERS_DIR = "cascade", "adapters"
@@ -34,7 +34,10 @@ def write_service_model(root: str | Path, cascade: Cascade, bundle: TaskAdapters
 
 
 class TaskRuntime:
-    """predict(waves, tasks) -> one SLURP result a request, whatever else shares its batch."""
+    """predict(waves, tasks) -> one SLURP result a request, whatever else shares its batch.
+
+    Loading and predicting run on the process's torch thread (components.serving.torch_thread), which
+    also serialises requests: the adapter's task routing is per model, one forward at a time."""
 
     def __init__(self, cascade: Cascade, bundle: TaskAdapters, device: str = "auto") -> None:
         if bundle.kind != "adapter":
@@ -42,15 +45,17 @@ class TaskRuntime:
         self.device = resolve_device(device)
         self.bundle = bundle
         self.cascade = cascade
-        bundle.attach(self.cascade)
+        run_on_torch_thread(self._attach)
+
+    def _attach(self) -> None:
+        self.bundle.attach(self.cascade)
         self.cascade.to(self.device).eval()
         self._router = get_adapter(self.cascade, ADAPTER)
-        self._lock = threading.Lock()  # the adapter's task routing is per model: one forward at a time
 
     @classmethod
     def load(cls, root: str | Path, device: str = "auto") -> "TaskRuntime":
         root = Path(root)
-        return cls(load_cascade(root / CASCADE_DIR, device="cpu"), TaskAdapters(root / ADAPTERS_DIR), device)
+        return run_on_torch_thread(lambda: cls(load_cascade(root / CASCADE_DIR, device="cpu"), TaskAdapters(root / ADAPTERS_DIR), device))
 
     @property
     def tasks(self) -> list[str]:
@@ -61,9 +66,12 @@ class TaskRuntime:
             shown = ", ".join(self.bundle.tasks[:10]) + (", ..." if len(self.bundle.tasks) > 10 else "")
             raise RequestError(404, f"unknown task {task!r}; this service has {len(self.bundle.tasks)} tasks: {shown} (GET /v1/tasks lists them)")
 
-    @torch.inference_mode()
     def predict(self, waves: Sequence[torch.Tensor], tasks: Sequence[str]) -> list[dict]:
         """waves: (L_i,) at 16 kHz; tasks: one name each -> [{task, transcript, scenario, action, intent, entities}]."""
+        return run_on_torch_thread(self._predict, waves, tasks)
+
+    @torch.inference_mode()
+    def _predict(self, waves: Sequence[torch.Tensor], tasks: Sequence[str]) -> list[dict]:
         if len(waves) != len(tasks):
             raise ValueError(f"{len(waves)} waveforms but {len(tasks)} tasks")
         if not waves:
@@ -73,7 +81,7 @@ class TaskRuntime:
         noisy = pad_sequence(list(waves), batch_first=True).to(self.device)
         lengths = torch.tensor([len(w) for w in waves], device=self.device)
         meta = [{"utt_id": str(i), "slurp_id": -1} for i in range(len(waves))]
-        with self._lock, torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
+        with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             self._router.set_task(list(tasks))
             results = self.cascade.predict(noisy, lengths, meta)
         return [

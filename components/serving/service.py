@@ -28,9 +28,10 @@ from starlette.routing import Route
 with bentoml.importing():
     import torch
 
-    from components.serving.audio import SAMPLE_RATE, AudioLimits, RequestError, decode_audio
+    from components.serving.audio import SAMPLE_RATE, AudioLimits, RequestError, read_audio, to_model_rate
     from components.serving.batcher import MicroBatcher, QueueFull
     from components.serving.runtime import TaskRuntime
+    from components.serving.torch_thread import run_on_torch_thread, run_on_torch_thread_async
 
 
 class ServingArgs(BaseModel):
@@ -72,21 +73,21 @@ async def transcribe(request: Request) -> JSONResponse:
         return error(400, f"malformed multipart body: {getattr(exc, 'message', None) or exc.detail}")
     try:
         service.runtime.check_task(task)
-        wave = decode_audio(data, service.limits, name=f"audio {audio.filename or ''}".strip())
+        samples, rate = read_audio(data, service.limits, name=f"audio {audio.filename or ''}".strip())
     except RequestError as exc:
         return error(exc.status, str(exc))
     decoded = time.perf_counter()
     try:
         if service.batcher is not None:
-            result, batch_size = await service.batcher.submit((wave, task))
+            result, batch_size = await service.batcher.submit((samples, rate, task))
         else:
-            result, batch_size = await service.run_alone(wave, task), 1
+            result, batch_size = (await run_on_torch_thread_async(service.predict_batch, [(samples, rate, task)]))[0], 1
     except QueueFull as exc:
         return error(503, f"busy, retry later: {exc}")
     done = time.perf_counter()
     ms = lambda a, b: round(1000 * (b - a), 2)  # noqa: E731
     timings = {"decode_ms": ms(start, decoded), "inference_ms": ms(decoded, done), "total_ms": ms(start, done), "batch_size": batch_size}
-    return JSONResponse(result | {"duration_s": round(len(wave) / SAMPLE_RATE, 3), "timings": timings})
+    return JSONResponse(result | {"duration_s": round(len(samples) / rate, 3), "timings": timings})
 
 
 async def tasks(request: Request) -> JSONResponse:
@@ -103,21 +104,18 @@ class CascadeSLU:
 
     def __init__(self) -> None:
         if ARGS.threads:
-            torch.set_num_threads(ARGS.threads)
+            run_on_torch_thread(torch.set_num_threads, ARGS.threads)
         self.runtime = TaskRuntime.load(Path(self.model.path), device=ARGS.device)
         self.limits = AudioLimits(max_seconds=ARGS.max_seconds, max_bytes=ARGS.max_bytes)
-        self.batcher = MicroBatcher(self._predict_batch, ARGS.max_batch_size, ARGS.max_wait_ms, ARGS.max_queue) if ARGS.batching else None
+        batch_on_torch_thread = lambda items: run_on_torch_thread(self.predict_batch, items)  # noqa: E731
+        self.batcher = MicroBatcher(batch_on_torch_thread, ARGS.max_batch_size, ARGS.max_wait_ms, ARGS.max_queue) if ARGS.batching else None
         self.runtime.predict([torch.zeros(SAMPLE_RATE)], self.runtime.tasks[:1])  # warm-up before /readyz says ready
         self.ready = True
         http.state.service = self
 
-    def _predict_batch(self, items: list[tuple]) -> list[dict]:
-        return self.runtime.predict([wave for wave, _ in items], [task for _, task in items])
-
-    async def run_alone(self, wave, task: str) -> dict:
-        import anyio
-
-        return (await anyio.to_thread.run_sync(self.runtime.predict, [wave], [task]))[0]  # the runtime's lock serialises
+    def predict_batch(self, items: list[tuple]) -> list[dict]:
+        """[(samples, sample rate, task)] -> results; on the torch thread, which also resamples."""
+        return self.runtime.predict([to_model_rate(samples, rate) for samples, rate, _ in items], [task for _, _, task in items])
 
     def describe(self) -> dict:
         bundle = self.runtime.bundle
