@@ -12,7 +12,8 @@ data/target/manifest.jsonl closest to 3 s whose task (speaker_noise) the bundle 
 FLAC file. Each configuration gets a fresh ``bentoml serve`` subprocess on a free 127.0.0.1 port, in a
 temporary BENTOML_HOME holding the service models, stopped once measured. Server and in-process
 runs use the same torch intra-op threads (``--arg threads=N`` and OMP_NUM_THREADS=N there,
-torch.set_num_threads(N) here). The clients run on the same machine as the server.
+torch.set_num_threads(N) on the in-process side's torch thread). The clients run on the same
+machine as the server.
 
 1. Latency: p50/p99 of sequential requests (one client, after warm-up), batching on.
 2. Throughput (requests/s): one client (the latency run) and --clients concurrent clients, batching on
@@ -264,12 +265,10 @@ def main() -> None:
     home = work / "bentoml"
     os.environ.update(BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="true", ZENML_ANALYTICS_OPT_IN=os.environ.get("ZENML_ANALYTICS_OPT_IN", "false"))
     import bentoml  # after BENTOML_HOME
-    import torch
 
     from benchmarks.machine import describe
     from components.serving.package import save_service_model
 
-    torch.set_num_threads(args.threads)
     load_start = os.getloadavg()  # a shared machine: what else ran shows here
     try:
         cascade, bundle, source = load_inputs(args.from_dir)
