@@ -170,8 +170,8 @@ def test_a_mixed_task_batch_gives_each_request_what_it_gets_alone(runtime, utter
 
 
 def test_the_runtime_runs_torch_on_one_thread_whoever_calls(runtime, utterances):
-    """A second thread running torch slows every thread's kernels (torch_thread.py says why): loads and
-    predictions from the main thread, a pool's threads or the torch thread itself all run on the torch thread."""
+    """A second thread running torch slows every thread's kernels (torch_thread.py says why): predictions
+    called from the main thread, a pool's threads or the torch thread itself all run on the torch thread."""
     threads = set()
     hook = runtime.cascade.asr.register_forward_pre_hook(lambda *_: threads.add(threading.get_ident()))
     try:

@@ -1,4 +1,4 @@
-"""One thread for all of a serving process's torch work: loading, warm-up, decoding and inference.
+"""One thread for all of a serving process's torch work: loading, warm-up, resampling and inference.
 
 Why: torch's CPU kernels run on OpenMP (libgomp). libgomp gives every thread that opens a parallel
 region its own team of helper threads, and once the teams together outnumber the cores it stops
