@@ -178,5 +178,26 @@ def adapters(method) -> None:
         click.echo(describe(METHODS[name].config_cls) + "\n")
 
 
+@main.command()
+@click.argument("folder", type=click.Path(exists=True, file_okay=False))
+@click.option("--validate", "versions", multiple=True, help="Kubernetes version to validate against (strict), e.g. 1.33.0; repeatable.")
+def k8s(folder, versions) -> None:
+    """Print the manifests of a kustomization FOLDER (e.g. k8s/overlays/prod) as YAML, like `kubectl kustomize`."""
+    import yaml
+
+    from cascadapt.kustomize import KustomizeError, build, validate
+
+    try:
+        objects = build(folder)
+    except KustomizeError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    errors = [f"{version}: {message}" for version in versions for message in validate(objects, version)]
+    if errors:
+        click.echo("invalid manifests:\n" + "\n".join(errors), err=True)
+        sys.exit(1)
+    click.echo(yaml.safe_dump_all(objects, sort_keys=False), nl=False)
+
+
 if __name__ == "__main__":
     main()
