@@ -7,6 +7,7 @@ move (DVC pull, another machine) without rewriting its manifest.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 import pandas as pd
@@ -49,8 +50,9 @@ def _check_format(path: Path) -> None:
         raise ManifestError(f"{path}: unknown manifest format {path.suffix!r}; use one of {', '.join(FORMATS)}")
 
 
-def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
-    """Read a manifest; raise ManifestError naming the file (and line) on malformed input.
+def read_manifest(path: str | os.PathLike, required: Iterable[str] = tuple(COLUMNS)) -> pd.DataFrame:
+    """Read a manifest; raise ManifestError naming the file (and line) on malformed input, or the
+    ``required`` columns it lacks (a new, unlabelled batch needs fewer than a corpus).
 
     Values are not type-checked here: validation reports bad rows one by one.
     """
@@ -70,7 +72,7 @@ def read_manifest(path: str | os.PathLike) -> pd.DataFrame:
             df = pd.read_parquet(path)
         except Exception as e:  # pyarrow raises several unrelated types for a bad file
             raise ManifestError(f"{path}: unreadable parquet ({e})") from None
-    missing = [c for c in COLUMNS if c not in df.columns]
+    missing = [c for c in required if c not in df.columns]
     if missing:
         raise ManifestError(f"{path}: missing column(s) {', '.join(missing)}")
     return df
