@@ -36,6 +36,16 @@ def multitask_pipeline(
     ``train_config`` for it. A method without ``new_task`` variants trains the new task with the others
     (its tasks share nothing)."""
     train, nas_val, test, manifest_path, backbone, md5 = target_data(target_slurp_jsonl, corpus_name, voices, snrs, limit, seed, data_root, backbone_version)
+    adapt_tasks_and_promote(
+        train, nas_val, test, manifest_path, backbone, md5, methods, train_config, new_task_train, task_by, max_tasks, new_task, metric, export_dir, checkpoint_dir
+    )
+
+
+def adapt_tasks_and_promote(
+    train, nas_val, test, manifest_path, backbone, md5, methods: dict, train_config: dict, new_task_train: Optional[dict], task_by: Tuple[str, ...],
+    max_tasks: Optional[int], new_task: Optional[str], metric: str, export_dir: Optional[str], checkpoint_dir: Optional[str],
+) -> None:
+    """The multi-task steps on target_data's outputs (multitask_pipeline's docstring); the retraining pipeline runs them too."""
     train, nas_val, test, tasks, new = define_tasks(train, nas_val, test, task_by=task_by, max_tasks=max_tasks, new_task=new_task)
 
     scores = [evaluate_tasks(backbone, test, manifest_path, id="evaluate_frozen")]

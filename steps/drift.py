@@ -4,7 +4,7 @@ import pandas as pd
 from zenml import log_metadata, step
 from zenml.types import HTMLString
 
-from components.drift import detect_drift, read_batch, utterance_features
+from components.drift import detect_drift, read_batch, retraining_decision, utterance_features
 from components.models.cascade import Cascade
 
 
@@ -30,3 +30,11 @@ def detect_data_drift(
     result, html = detect_drift(utterance_features(reference, reference_manifest, cascade), current, drift_share=drift_share, seed=seed)
     log_metadata({"drift": {k: result[k] for k in ("drifted", "drift_share", "drifted_columns", "current_rows", "reference_rows")}})
     return result, HTMLString(html), current
+
+
+@step(enable_cache=False)
+def decide_retraining(drift: dict, max_confidence_drop: float = 0.05, force: bool = False) -> Annotated[dict, "retraining_decision"]:
+    """Retrain on data drift or a drop in the model's confidence on the new batch; the reasons go to the run's metadata."""
+    decision = retraining_decision(drift, max_confidence_drop, force)
+    log_metadata({"retraining": decision})
+    return decision

@@ -139,3 +139,20 @@ def test_the_drift_pipeline_stores_the_verdict_and_the_report(batches, tmp_path)
     bad.write_text(f"parameters: {{new_batch: {write_batch(tmp_path, [{'utt_id': 'a'}])}, reference_manifest: {batches['reference']}, use_model: false}}\n")
     proc = subprocess.run([f"{bin_dir}/zenml", "pipeline", "run", "pipelines.drift_pipeline.drift_pipeline", "-c", str(bad)], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode != 0 and "no audio column" in proc.stdout + proc.stderr
+
+
+DECISIONS = {  # name -> (drift result, force, retrain, words in the reasons)
+    "quiet": ({"drifted": False, "drifted_columns": [], "drift_share": 0.0, "confidence": {"reference_mean": 0.8, "current_mean": 0.79}}, False, False, ""),
+    "drift": ({"drifted": True, "drifted_columns": ["snr_est_db", "level_dbfs"], "drift_share": 0.33}, False, True, "data drift in snr_est_db, level_dbfs (33%"),
+    "confidence drop": ({"drifted": False, "drifted_columns": [], "drift_share": 0.0, "confidence": {"reference_mean": 0.8, "current_mean": 0.6}}, False, True, "confidence fell from 0.800 to 0.600"),
+    "forced": ({"drifted": False, "drifted_columns": [], "drift_share": 0.0}, True, True, "forced"),
+}
+
+
+@pytest.mark.parametrize("case", DECISIONS)
+def test_retraining_follows_drift_or_a_confidence_drop(case):
+    from components.drift import retraining_decision
+
+    drift, force, retrain, words = DECISIONS[case]
+    decision = retraining_decision(drift, max_confidence_drop=0.05, force=force)
+    assert decision["retrain"] == retrain and words in " ".join(decision["reasons"])

@@ -15,6 +15,7 @@ from cascadapt.kustomize import KustomizeError, build, validate
 from tests.conftest import REPO
 
 OVERLAYS = sorted(p.parent.name for p in (REPO / "k8s/overlays").glob("*/kustomization.yaml"))
+KUSTOMIZATIONS = [f"overlays/{o}" for o in OVERLAYS] + ["training"]  # training: the multi-node DDP Job
 KUBERNETES_VERSIONS = ["1.30.0", "1.31.0", "1.32.0", "1.33.0", "1.34.0", "1.35.0", "1.36.0", "1.37.0"]  # README: supported versions
 
 
@@ -23,17 +24,28 @@ def key(obj: dict) -> tuple:
 
 
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_every_overlay_passes_strict_validation(overlay, version):
-    assert validate(build(REPO / "k8s/overlays" / overlay), version) == []
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS)
+def test_every_kustomization_passes_strict_validation(folder, version):
+    assert validate(build(REPO / "k8s" / folder), version) == []
 
 
 @pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl (with kustomize) not installed")
-@pytest.mark.parametrize("overlay", OVERLAYS)
-def test_our_build_equals_kubectl_kustomize(overlay):
-    rendered = subprocess.run(["kubectl", "kustomize", str(REPO / "k8s/overlays" / overlay)], capture_output=True, text=True, check=True).stdout
+@pytest.mark.parametrize("folder", KUSTOMIZATIONS)
+def test_our_build_equals_kubectl_kustomize(folder):
+    rendered = subprocess.run(["kubectl", "kustomize", str(REPO / "k8s" / folder)], capture_output=True, text=True, check=True).stdout
     theirs = [d for d in yaml.safe_load_all(rendered) if d]
-    assert sorted(build(REPO / "k8s/overlays" / overlay), key=key) == sorted(theirs, key=key)
+    assert sorted(build(REPO / "k8s" / folder), key=key) == sorted(theirs, key=key)
+
+
+def test_the_training_job_runs_torchrun_on_every_node_with_a_gpu():
+    job = next(o for o in build(REPO / "k8s/training") if o["kind"] == "Job")
+    spec = job["spec"]
+    pod = spec["template"]["spec"]
+    args = pod["containers"][0]["args"]
+    assert spec["completionMode"] == "Indexed" and spec["completions"] == spec["parallelism"] == int(next(a for a in args if a.startswith("--nnodes=")).split("=")[1])
+    assert "--node_rank=$(JOB_COMPLETION_INDEX)" in args and pod["containers"][0]["command"] == ["torchrun"]
+    assert pod["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == "1" and pod["securityContext"]["runAsNonRoot"]
+    assert any(v.get("emptyDir", {}).get("medium") == "Memory" for v in pod["volumes"])
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

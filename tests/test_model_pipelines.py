@@ -62,6 +62,12 @@ parameters:
     full_finetuning: {{full: true}}
 """
 
+RETRAIN = """
+  new_batch: {batch}
+  reference_manifest: {batch}
+  force: {force}
+"""
+
 INSPECT = textwrap.dedent(
     """
     import json, sys
@@ -107,6 +113,11 @@ INSPECT_MULTITASK = textwrap.dedent(
         "lineage": production.run_metadata.get("lineage"),
         "md5": first.steps["tracked_data_version"].outputs["tracked_md5"][0].load(),
         "serving": production.run_metadata.get("serving"),
+        "retraining": [
+            {"steps": sorted(run.steps), "decision": run.steps["decide_retraining"].outputs["retraining_decision"][0].load(),
+             "promotion": run.steps["promote_adapters"].outputs["promotion"][0].load() if "promote_adapters" in run.steps else None}
+            for run in reversed(c.list_pipeline_runs(pipeline_name="retraining_pipeline", size=2, sort_by="desc:created").items)
+        ],
     }, sys.stdout, default=str)
     """
 )
@@ -127,6 +138,15 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
         config = tmp_path / f"{name}.yaml"
         config.write_text(body.format(sample=SAMPLE, tmp=tmp_path) + COMMON.format(root=root))
         proc = subprocess.run([f"{BIN}/zenml", "pipeline", "run", f"pipelines.{name}_pipeline.{name}_pipeline", "-c", str(config)], cwd=REPO, env=env, capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    # retraining: a batch like the reference does not retrain; a forced run retrains, and its diverging
+    # candidate (lr 3) is not promoted
+    manifest = root / "data" / "tiny" / "manifest.jsonl"
+    for force, lr in ((False, "0.001"), (True, "3.0")):
+        config = tmp_path / "retrain.yaml"
+        config.write_text(MULTITASK.replace("{lr}", lr).format(sample=SAMPLE, tmp=tmp_path) + COMMON.format(root=root) + RETRAIN.format(batch=manifest, force=str(force).lower()))
+        proc = subprocess.run([f"{BIN}/zenml", "pipeline", "run", "pipelines.retraining_pipeline.retraining_pipeline", "-c", str(config)], cwd=REPO, env=env, capture_output=True, text=True)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
     # the promoted adapters as a bento, served on 127.0.0.1 for a smoke test of every task
@@ -198,4 +218,8 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     serving = found["serving"]  # the bento tag on the production version, and its smoke test
     assert serving["bento_tag"].startswith("cascadapt_slu_service:") and serving["smoke_test"]["tasks"] == len(old) + 1
     assert serving["smoke_test"]["example"]["intent"]
+    quiet, forced = found["retraining"]
+    assert not quiet["decision"]["retrain"] and quiet["steps"] == ["decide_retraining", "detect_data_drift"]
+    assert forced["decision"] == {"retrain": True, "reasons": ["forced"]} and not forced["promotion"]["promoted"]
+    assert found["production"] == first["version"]
     assert found["lineage"]["adapters"] == first["candidate"] and found["lineage"]["backbone_artifact"] and found["lineage"]["data_md5"] == found["md5"]

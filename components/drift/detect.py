@@ -52,4 +52,6 @@ def detect_drift(reference: pd.DataFrame, current: pd.DataFrame, drift_share: fl
         "reference_rows": len(reference),
         "current_rows": len(current),
     }
+    if "confidence" in reference.columns and "confidence" in current.columns:  # the model's own view of the batch
+        result["confidence"] = {"reference_mean": float(reference["confidence"].mean()), "current_mean": float(current["confidence"].mean())}
     return result, snapshot.get_html_str(as_iframe=False)

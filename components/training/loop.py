@@ -26,6 +26,26 @@ A run that stops at ``max_steps`` in the middle of an epoch closes that partial
 epoch (validation, a history record with ``"partial": True``) after writing its
 checkpoint, so the checkpoint still describes the state mid-epoch and a later
 run with a larger ``max_steps`` continues exactly.
+
+Data-parallel under torchrun (components/training/distributed.py), when a
+process group of world size W > 1 is initialised before ``train`` is called:
+
+- Every rank walks the same global batches (``cfg.batch_size`` is the global
+  batch) and trains on its contiguous shard of each; DistributedDataParallel
+  all-reduces the gradients. Each rank's loss is scaled by
+  ``n_local * W / n_global`` first, so the averaged gradient is that of the
+  mean loss over the global batch, also with unequal shards. For a loss that
+  is a mean over items and draws no random numbers, the weights match a
+  single-process run up to float rounding (the sums are grouped differently).
+  Dropout and augmentation draw from per-rank RNG streams (seed + rank).
+  BatchNorm normalises over each rank's shard; rank 0's running statistics
+  are kept.
+- Reported loss and extras are the global batch's means (all-reduced,
+  weighted by shard size); every rank must report the same extra keys.
+- Rank 0 alone writes checkpoints (with every rank's RNG states), emits
+  ``on_metrics``, shows progress and runs ``val_fn``; it sends the
+  checkpoint it resumes from and the validation numbers to the other ranks,
+  so all ranks take the same decisions and return the same weights.
 """
 
 from __future__ import annotations
@@ -40,10 +60,13 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from components.training import distributed
 from components.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from components.training.distributed import DistInfo
 
 LossOutput = torch.Tensor | tuple[torch.Tensor, Mapping[str, float]]
 LossFn = Callable[[nn.Module, Any], LossOutput]
@@ -230,6 +253,31 @@ def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
 
+class _LossModule(nn.Module):
+    """``forward(batch) = loss_fn(model, batch)``: one module call per step, so that DDP's forward
+    hooks run although loss_fns call sub-modules (``model.asr(...)``) rather than ``model(...)``."""
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn) -> None:
+        super().__init__()
+        self.model = model
+        self.loss_fn = loss_fn
+
+    def forward(self, batch: Any) -> LossOutput:
+        return self.loss_fn(self.model, batch)
+
+
+def _restore_rng(state: dict[str, Any], ranks: DistInfo, seed: int, step: int) -> None:
+    """This rank's RNG states from a checkpoint; a rank the checkpoint has none for (it was written
+    by another world size) starts a fresh stream."""
+    per_rank = state.get("rng_ranks")  # written by multi-process runs: [rank 0's, rank 1's, ...]
+    if per_rank is not None and len(per_rank) == ranks.world_size:
+        set_rng_state(per_rank[ranks.rank])
+    elif ranks.is_main:
+        set_rng_state(state["rng"])
+    else:
+        _seed_everything(_mix(seed + ranks.rank, step))
+
+
 def train(
     model: nn.Module,
     loss_fn: LossFn,
@@ -257,6 +305,7 @@ def train(
     cfg = cfg or TrainConfig()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    ranks = distributed.current()  # SINGLE unless torchrun's process group is initialised
     device = resolve_device(cfg.device)
     model.to(device)
     opt = _make_optimizer(model, cfg, optimizer)
@@ -269,10 +318,12 @@ def train(
         raise ValueError(f"bucket_by_length needs a train_set with a `lengths` attribute; {type(train_set).__name__} has none")
     total_steps = cfg.max_epochs * n_batches  # the schedule's plan; max_steps only cuts it short (a later run continues it)
     data_key = {"n": len(train_set), "batch_size": cfg.batch_size, "seed": cfg.seed, "bucket_by_length": cfg.bucket_by_length}
-    emit = on_metrics or (lambda record: None)
+    emit = on_metrics if on_metrics is not None and ranks.is_main else (lambda record: None)
 
     p, best_state, resumed_from = _Progress(), None, None
-    ckpt = load_checkpoint(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
+    # Rank 0 reads the folder and sends the checkpoint to the others: every rank resumes from the
+    # very same one, and only rank 0 needs to see the folder.
+    ckpt = distributed.broadcast_object(load_checkpoint(cfg.checkpoint_dir) if cfg.checkpoint_dir and ranks.is_main else None)
     if ckpt is not None:
         if ckpt.state["data"] != data_key:
             raise ValueError(f"checkpoint in {cfg.checkpoint_dir} was made with {ckpt.state['data']}, not {data_key}")
@@ -281,9 +332,16 @@ def train(
         scaler.load_state_dict(ckpt.state["scaler"])
         p = _Progress(**ckpt.state["progress"])
         best_state, resumed_from = ckpt.best_state, ckpt.step
-        set_rng_state(ckpt.state["rng"])
+        _restore_rng(ckpt.state, ranks, cfg.seed, ckpt.step)
     else:
-        _seed_everything(cfg.seed)
+        _seed_everything(cfg.seed + ranks.rank)  # one seed for all ranks would give them the same dropout masks
+    step_fn: nn.Module = _LossModule(model, loss_fn)
+    if ranks.distributed:
+        # Built after the checkpoint is loaded; DDP broadcasts rank 0's weights and buffers anyway.
+        # find_unused_parameters: a step may leave trainable parameters out of the graph (another
+        # task's adapter); frozen ones (requires_grad=False) DDP ignores. device_ids=None: the batch is
+        # already on the device, and DDP would otherwise rebuild its containers while moving it.
+        step_fn = DistributedDataParallel(step_fn, device_ids=None, find_unused_parameters=True)
     for group in opt.param_groups:  # the schedule scales each group's own lr (kept across resumes)
         group.setdefault("initial_lr", group["lr"])
     saved_step = resumed_from
@@ -302,25 +360,36 @@ def train(
         if not cfg.checkpoint_dir or saved_step == p.global_step:
             return
         tick()
+        rngs = distributed.gather_objects(rng_state())  # a collective: all ranks save at the same steps
+        saved_step = p.global_step
+        if not ranks.is_main:
+            return
         state = {
             "format": 1,
             "data": data_key,
             "progress": asdict(p),
             "optimizer": opt.state_dict(),
             "scaler": scaler.state_dict(),
-            "rng": rng_state(),
+            "rng": rngs[0],
         }
+        if ranks.distributed:
+            state["rng_ranks"] = rngs
         save_checkpoint(cfg.checkpoint_dir, p.global_step, model.state_dict(), state, best_state, cfg.keep_checkpoints)
-        saved_step = p.global_step
 
     def close_epoch(partial: bool) -> None:
         nonlocal best_state
         tick()
+        distributed.broadcast_buffers(model)  # rank 0's BatchNorm statistics on every rank
         n = max(p.batch_in_epoch, 1)
         record: dict[str, Any] = {"epoch": p.epoch + 1, "step": p.global_step}
         record.update({f"train_{k}": v / n for k, v in p.sums.items()})  # train_loss first
         if val_fn is not None:
-            val = _validate(model, val_fn)
+            # Rank 0 validates and sends the numbers: one source for the best-epoch and early-stopping
+            # decisions, which every rank must take alike (numbers computed on each rank could differ
+            # in the last bit with non-deterministic GPU kernels), and only rank 0 needs the val data.
+            # The others would compute the same thing meanwhile, so no time is lost; they wait in the
+            # broadcast, which must not outlast the process group's timeout (nccl: 10 min by default).
+            val = distributed.broadcast_object(_validate(model, val_fn) if ranks.is_main else None)
             if cfg.monitor not in val:
                 raise KeyError(f"val_fn returned {sorted(val)}, without the monitored key {cfg.monitor!r}")
             record.update(val)
@@ -347,9 +416,17 @@ def train(
     while not finished():
         # The rest of this epoch's order; a resumed run skips the batches already done.
         batches = epoch_batches(len(train_set), cfg.batch_size, cfg.seed, p.epoch, lengths)[p.batch_in_epoch :]
+        # This rank's contiguous shard of each global batch (alone: the whole batch), and the factor
+        # n_local * W / n_global its mean loss is scaled by before backward: DDP averages gradients over
+        # the W ranks, so sum_r (n_r * W / N) * grad_r / W = sum_r n_r * grad_r / N, the gradient of the
+        # global batch's mean loss (alone: exactly 1.0).
+        shards = [distributed.shard(b, ranks.rank, ranks.world_size) for b in batches]
+        scales = [len(s) * ranks.world_size / len(b) for s, b in zip(shards, batches)]
+        # A global batch smaller than W leaves some ranks an empty shard: they run the batch's first
+        # item at scale 0, to take part in DDP's gradient all-reduce while contributing nothing.
         loader = DataLoader(
             train_set,
-            batch_sampler=batches,
+            batch_sampler=[s or b[:1] for s, b in zip(shards, batches)],
             collate_fn=collate_fn,
             num_workers=cfg.num_workers,
             pin_memory=device.type == "cuda",
@@ -358,15 +435,18 @@ def train(
         )
         bar = tqdm(
             loader, total=n_batches, initial=p.batch_in_epoch, desc=f"epoch {p.epoch + 1}",
-            disable=not cfg.progress, leave=False, dynamic_ncols=True,
+            disable=not cfg.progress or not ranks.is_main, leave=False, dynamic_ncols=True,
         )
-        for batch in bar:
+        for i, batch in enumerate(bar):
             batch = to_device(batch, device)
             for group in opt.param_groups:
                 group["lr"] = group["initial_lr"] * lr_factor(p.global_step, cfg, total_steps)
             loss, extra, grad_norm = _train_step(
-                model, loss_fn, batch, opt, scaler, params, cfg.grad_clip, device, amp_dtype
+                step_fn, batch, scales[i], opt, scaler, params, cfg.grad_clip, device, amp_dtype
             )
+            # The global batch's means: each rank's weighted by its shard size (alone: unchanged).
+            means = distributed.weighted_mean({"loss": loss, **extra}, len(shards[i]), device)
+            loss, extra = means.pop("loss"), means
             p.global_step += 1
             p.batch_in_epoch += 1
             for k, v in {"loss": loss, **extra}.items():
@@ -405,9 +485,9 @@ def train(
 
 
 def _train_step(
-    model: nn.Module,
-    loss_fn: LossFn,
+    step_fn: nn.Module,
     batch: Any,
+    scale: float,
     opt: torch.optim.Optimizer,
     scaler: torch.amp.GradScaler,
     params: list[torch.Tensor],
@@ -415,12 +495,13 @@ def _train_step(
     device: torch.device,
     amp_dtype: torch.dtype | None,
 ) -> tuple[float, dict[str, float], float | None]:
-    """One optimizer step; returns (loss, extra metrics, grad norm before clipping)."""
+    """One optimizer step on ``step_fn(batch)`` (= loss_fn(model, batch), maybe DDP-wrapped), its loss
+    times ``scale`` for backward; returns (unscaled loss, extra metrics, grad norm before clipping)."""
     with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-        out = loss_fn(model, batch)
+        out = step_fn(batch)
     loss, extra = out if isinstance(out, tuple) else (out, {})
     opt.zero_grad(set_to_none=True)
-    scaler.scale(loss).backward()
+    scaler.scale(loss * scale).backward()  # x * 1.0 is exactly x: single-process runs are unchanged
     grad_norm = None
     if grad_clip is not None:
         scaler.unscale_(opt)  # clip the true gradients, not the scaled ones
