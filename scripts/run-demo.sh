@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The main job on the embedded default: the data pipeline on the demo config.
+# The main job on the embedded default (local ZenML stack with SQLite, local artifact store, local DVC
+# remote, the shipped sample): data -> pretrain -> baselines -> NFA search -> multi-task HRA and
+# promotion -> bento build and smoke test (cascadapt/main_job.py). Arguments go to it (--stages, ...).
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-zenml pipeline run pipelines.data_pipeline.data_pipeline -c configs/demo.yaml
+python -m cascadapt.main_job "$@"
