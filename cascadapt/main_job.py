@@ -59,6 +59,8 @@ def summary(runs: dict, seconds: dict) -> str:
     lines = ["", "== cascadapt main job: done", ""]
     lines += [f"{name:11s} {seconds[name] / 60:5.1f} min   run {runs[name].name}" for name in runs]
     lines.append(f"{'total':11s} {sum(seconds.values()) / 60:5.1f} min")
+    lines.append("Demo sizes (configs/*_demo.yaml): minutes on 2 cores, and the models learn little. The figures in the")
+    lines.append("README come from configs/pretrain.yaml, baselines.yaml, nas.yaml and multitask.yaml.")
 
     def table(run, step: str, output: str, columns: list[str]) -> list[str]:
         df = client.get_pipeline_run(run.id).steps[step].outputs[output][0].load()
