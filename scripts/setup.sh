@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up on a Debian machine (run as root or with sudo rights):
-# TTS engines and sox from apt when missing, uv, the locked venv in .venv, `zenml init`.
+# TTS engines, sox and chromium from apt when missing, uv, the locked venv in .venv, `zenml init`.
 # Sourced by run-demo.sh and run-tests.sh; safe to run again at any time.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -10,7 +10,7 @@ UV_VERSION=0.13.9
 
 # 1. Debian packages: the TTS engines, their voices, sox, and Python 3.11 if absent.
 missing=()
-for prog in festival flite espeak-ng sox git; do
+for prog in festival flite espeak-ng sox git chromium; do  # chromium: the dashboard test's headless browser
   command -v "$prog" >/dev/null || missing+=("$prog")
 done
 [ -d /usr/share/festival/voices/english/kal_diphone ] || missing+=(festvox-kallpc16k)

@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from cascadapt.kustomize import validate
-from components.serving.local import free_port
 from tests.conftest import REPO
 from tests.fake_kubernetes import FakeKubernetesAPI
 from tests.test_k8s import KUBERNETES_VERSIONS
+from tests.zenml_server import local_zenml_server
 
 BIN = os.path.dirname(sys.executable)
 RETRAIN = REPO / "configs/retrain.yaml"
@@ -71,14 +71,8 @@ STEP_SETTINGS = textwrap.dedent(
 @pytest.fixture(scope="module")
 def zenml_server(tmp_path_factory):
     """A local ZenML server under its own config: to the client below it is a remote server."""
-    root = tmp_path_factory.mktemp("zenml_server")
-    env = {**os.environ, "ZENML_CONFIG_PATH": str(root / "config"), "ZENML_AUTO_OPEN_DASHBOARD": "false", "ZENML_ANALYTICS_OPT_IN": "false"}
-    port = free_port()
-    subprocess.run([f"{BIN}/zenml", "login", "--local", "--port", str(port)], env=env, cwd=root, check=True, capture_output=True, timeout=300)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        subprocess.run([f"{BIN}/zenml", "logout", "--local"], env=env, cwd=root, capture_output=True, timeout=120)
+    with local_zenml_server(tmp_path_factory.mktemp("zenml_server") / "config") as url:
+        yield url
 
 
 @pytest.mark.timeout(900)

@@ -6,12 +6,15 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
 from components.data import versioning
 from components.serving.local import free_port
+from tests.browser import HeadlessChromium, chromium_binary
 from tests.conftest import REPO, SAMPLE
+from tests.zenml_server import get_json, local_zenml_server, put_json
 
 BIN = os.path.dirname(sys.executable)
 
@@ -223,3 +226,57 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     assert forced["decision"] == {"retrain": True, "reasons": ["forced"]} and not forced["promotion"]["promoted"]
     assert found["production"] == first["version"]
     assert found["lineage"]["adapters"] == first["candidate"] and found["lineage"]["backbone_artifact"] and found["lineage"]["data_md5"] == found["md5"]
+
+    # lineage through the REST API of a real ZenML server on this store, and its dashboard in a browser
+    with local_zenml_server(tmp_path / "zenml") as url:
+        lineage = lineage_over_rest(f"{url}/api/v1")
+        assert lineage["data_md5"] == found["md5"]  # what tracked_data_version read (DVC md5, or "unverified:" with the content hash)
+        assert lineage["backbone_producer"] == "pretrain_pipeline"
+        assert lineage["backbone"] in lineage["architecture_inputs"] and lineage["backbone"] in lineage["adapters_inputs"]  # search and adaptation on that backbone
+        assert lineage["adapters"] == first["candidate"] and {"wer", "cer", "intent_acc"} <= set(lineage["metrics"])
+        assert lineage["bento_tag"] == serving["bento_tag"] and lineage["adapters_pipeline"] == "multitask_pipeline"
+        if chromium_binary() is not None:  # setup.sh installs it; without it the REST half still ran
+            shot = dashboard_renders_run(url, lineage["multitask_run"], REPO / "outputs" / "test-artifacts" / "dashboard_multitask_run.png")
+            assert shot.stat().st_size > 20_000
+
+
+def lineage_over_rest(api: str) -> dict:
+    """data md5 -> backbone -> architecture and adapters -> metrics -> bento tag, each link read from the REST API."""
+    production = get_json(f"{api}/model_versions?model=cascadapt_multitask&stage=production&hydrate=true")["items"][0]
+    metadata = production["metadata"]["run_metadata"]
+    backbone = metadata["lineage"]["backbone_artifact"]
+    producer = get_json(f"{api}/artifact_versions/{backbone}?hydrate=true")["resources"]["producer_pipeline_run_id"]
+
+    def cascades_used_by(artifact_name: str, model_version: str | None = None) -> tuple[str, set[str]]:
+        """(the run that made ``artifact_name``'s newest version, of ``model_version`` if given; the artifacts its steps took as ``cascade``)."""
+        of_version = f"&model_version_id={model_version}" if model_version else ""
+        version = get_json(f"{api}/artifact_versions?artifact={artifact_name}{of_version}&sort_by=desc:created&size=1&hydrate=true")["items"][0]
+        run = version["resources"]["producer_pipeline_run_id"]
+        steps = get_json(f"{api}/steps?pipeline_run_id={run}&size=100&hydrate=true")["items"]
+        return run, {a["id"] for step in steps for a in step["resources"]["inputs"].get("cascade", [])}
+
+    _, architecture_inputs = cascades_used_by("nas_architecture")
+    multitask_run, adapters_inputs = cascades_used_by("winning_adapters", production["id"])  # the adapters in production
+    return {
+        "data_md5": metadata["lineage"]["data_md5"],
+        "backbone": backbone,
+        "backbone_producer": get_json(f"{api}/runs/{producer}?hydrate=true")["resources"]["pipeline"]["name"],
+        "architecture_inputs": architecture_inputs,
+        "adapters_inputs": adapters_inputs,
+        "adapters": metadata["lineage"]["adapters"],
+        "metrics": metadata["lineage"]["metrics"],
+        "bento_tag": metadata["serving"]["bento_tag"],
+        "multitask_run": multitask_run,
+        "adapters_pipeline": get_json(f"{api}/runs/{multitask_run}?hydrate=true")["resources"]["pipeline"]["name"],
+    }
+
+
+def dashboard_renders_run(url: str, run_id: str, screenshot: Path) -> Path:
+    """The run's DAG page in headless Chromium: nodes drawn, the last step among them; a screenshot kept."""
+    put_json(f"{url}/api/v1/current-user", {"email_opted_in": False, "user_metadata": {"finished_onboarding_survey": True}})  # skip the first-visit survey
+    with HeadlessChromium() as browser:
+        browser.open(f"{url}/projects/default/runs/{run_id}")
+        browser.wait_for("document.querySelectorAll('.react-flow__node').length > 0", timeout=120)
+        browser.evaluate("document.querySelector('button[aria-label=\"Fit view\"]').click()")  # the whole DAG, not the first nodes
+        browser.wait_for("document.body.innerText.includes('promote_adapters')", timeout=60)
+        return browser.screenshot(screenshot)

@@ -1,0 +1,43 @@
+"""A real local ZenML server (`zenml login --local`) on a free 127.0.0.1 port, for REST and dashboard tests.
+
+    with local_zenml_server(config_dir) as url:     # the store of that ZenML config, served
+        get_json(f"{url}/api/v1/runs?size=1")
+
+The server has no authentication (ZenML's local mode), so plain HTTP requests work.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from contextlib import contextmanager
+from pathlib import Path
+
+from components.serving.local import free_port
+
+BIN = os.path.dirname(sys.executable)
+
+
+@contextmanager
+def local_zenml_server(config_dir: Path):
+    env = {**os.environ, "ZENML_CONFIG_PATH": str(config_dir), "ZENML_AUTO_OPEN_DASHBOARD": "false", "ZENML_ANALYTICS_OPT_IN": "false"}
+    port = free_port()
+    subprocess.run([f"{BIN}/zenml", "login", "--local", "--port", str(port)], env=env, cwd=config_dir.parent, check=True, capture_output=True, timeout=300)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        subprocess.run([f"{BIN}/zenml", "logout", "--local"], env=env, cwd=config_dir.parent, capture_output=True, timeout=120)
+
+
+def get_json(url: str) -> dict:
+    with urllib.request.urlopen(url, timeout=60) as response:
+        return json.load(response)
+
+
+def put_json(url: str, body: dict) -> dict:
+    request = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT", headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=60) as response:
+        return json.load(response)
