@@ -1,5 +1,3 @@
-from typing import Optional
-
 from zenml import pipeline
 
 from steps.backbones import backbone_artifact
@@ -18,5 +16,5 @@ def drift_pipeline(
     """A new batch of utterances (a manifest: utt_id and an audio path) against the reference corpus: Evidently's
     drift report as a dashboard visualization, the verdict as the ``drift`` artifact and run metadata. With
     ``use_model`` the text features come from the backbone cascade's predictions (unlabelled batches work)."""
-    cascade: Optional[object] = backbone_artifact(backbone_version) if use_model else None
+    cascade = backbone_artifact(backbone_version) if use_model else None
     detect_data_drift(new_batch, reference_manifest, cascade, drift_share=drift_share, max_reference=max_reference)
