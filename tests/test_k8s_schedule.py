@@ -18,25 +18,17 @@ from cascadapt.kustomize import validate
 from tests.conftest import REPO
 from tests.fake_kubernetes import FakeKubernetesAPI
 from tests.test_k8s import KUBERNETES_VERSIONS
-from tests.zenml_server import local_zenml_server
+from tests.zenml_server import REGISTER_TINY_BACKBONE, local_zenml_server
 
 BIN = os.path.dirname(sys.executable)
 RETRAIN = REPO / "configs/retrain.yaml"
 NAMESPACE = "cascadapt"
 
-# The stack of the README's "Operations" section, and a tiny backbone for the pipeline to resolve when
-# it is compiled (a real store would hold the pre-trained one).
+# The stack of the README's "Operations" section.
 REGISTER = textwrap.dedent(
     """
-    import torch
-    from zenml import Model, link_artifact_to_model, save_artifact
     from zenml.client import Client
     from zenml.enums import StackComponentType as T
-    from components.models.asr import ASRConfig, ConformerCTC
-    from components.models.cascade import Cascade
-    from components.models.nlu import NluLabels, build_nlu
-    from components.models.se import MaskEnhancer
-    import steps.materializers  # noqa: F401  (the Cascade materializer)
 
     c = Client()
     c.create_stack_component("k8s", flavor="kubernetes", component_type=T.ORCHESTRATOR,
@@ -45,9 +37,6 @@ REGISTER = textwrap.dedent(
     c.create_stack_component("registry", flavor="default", component_type=T.CONTAINER_REGISTRY, configuration={"uri": "registry.example.com/cascadapt"})
     c.create_stack_component("builder", flavor="local", component_type=T.IMAGE_BUILDER, configuration={})
     c.create_stack("k8s", components={T.ORCHESTRATOR: "k8s", T.ARTIFACT_STORE: "default", T.CONTAINER_REGISTRY: "registry", T.IMAGE_BUILDER: "builder"})
-    labels = NluLabels.from_label_set()
-    tiny = Cascade(MaskEnhancer(), ConformerCTC(ASRConfig(d_model=32, ffn=64, layers=1, heads=4)), build_nlu(labels), labels)
-    link_artifact_to_model(save_artifact(tiny, name="pretrained_cascade"), model=Model(name="cascadapt_backbones"))
     """
 )
 
@@ -87,6 +76,7 @@ def test_the_retraining_schedule_becomes_a_cronjob_with_our_settings(zenml_serve
             return proc.stdout
 
         run(sys.executable, "-c", REGISTER % {"namespace": NAMESPACE})
+        run(sys.executable, "-c", REGISTER_TINY_BACKBONE)
         run(f"{BIN}/zenml", "pipeline", "run", "pipelines.multitask_pipeline.multitask_pipeline", "-c", str(RETRAIN), "-s", "k8s")
         cronjobs = api.created("cronjobs")
         assert [r["method"] for r in api.requests] == ["POST"]  # a service account is named: no RBAC or account created

@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import textwrap
 import urllib.request
 from contextlib import contextmanager
 from pathlib import Path
@@ -41,3 +42,22 @@ def put_json(url: str, body: dict) -> dict:
     request = urllib.request.Request(url, data=json.dumps(body).encode(), method="PUT", headers={"Content-Type": "application/json"})
     with urllib.request.urlopen(request, timeout=60) as response:
         return json.load(response)
+
+
+# Python for a client of the server: a tiny pretrained_cascade linked to cascadapt_backbones, so that the
+# adaptation pipelines, which resolve the backbone when they are compiled, compile (a real store holds the
+# pre-trained one).
+REGISTER_TINY_BACKBONE = textwrap.dedent(
+    """
+    from zenml import Model, link_artifact_to_model, save_artifact
+    from components.models.asr import ASRConfig, ConformerCTC
+    from components.models.cascade import Cascade
+    from components.models.nlu import NluLabels, build_nlu
+    from components.models.se import MaskEnhancer
+    import steps.materializers  # noqa: F401  (the Cascade materializer)
+
+    labels = NluLabels.from_label_set()
+    tiny = Cascade(MaskEnhancer(), ConformerCTC(ASRConfig(d_model=32, ffn=64, layers=1, heads=4)), build_nlu(labels), labels)
+    link_artifact_to_model(save_artifact(tiny, name="pretrained_cascade"), model=Model(name="cascadapt_backbones"))
+    """
+)
