@@ -64,6 +64,7 @@ def test_the_manifests_carry_probes_limits_non_root_and_no_secrets(overlay):
         assert container["readinessProbe"]["httpGet"]["path"] == "/readyz" and container["livenessProbe"]["httpGet"]["path"] == "/livez"
         assert container["securityContext"]["allowPrivilegeEscalation"] is False and container["securityContext"]["capabilities"]["drop"] == ["ALL"]
         assert not container["image"].endswith(":latest")  # an overlay pins the bento's image
+        assert all(ref["secretRef"].get("optional") for ref in container.get("envFrom", []))  # secrets referenced, not required or shipped
 
     role = next(o for o in objects if o["kind"] == "Role")
     assert all("*" not in rule["verbs"] and "*" not in rule["resources"] for rule in role["rules"])
