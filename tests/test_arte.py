@@ -7,6 +7,7 @@ from __future__ import annotations
 import itertools
 
 import pytest
+import torch
 
 from components.arte import GENERATED_ID_BASE, Slot, fill, fillers_from, parse_annotation, templates_from
 from components.data.slurp import read_records, read_slurp, write_slurp
@@ -78,3 +79,65 @@ def test_a_missing_filler_is_named():
     template = templates_from(read_records(SAMPLE))[0]
     with pytest.raises(ValueError, match=rf"template {template.source_id}: no filler for slot 0 \('{template.slot_types[0]}'\)"):
         fill(template, {}, GENERATED_ID_BASE)
+
+
+# --------------------------------------------------------------------------- the sampling policy and its alignment
+
+
+def test_sampling_follows_the_policy_and_is_seeded():
+    from components.arte.policy import SamplingPolicy
+
+    policy = SamplingPolicy({"intent": ["a", "b"], "snr": ["0", "20"]})
+    with torch.no_grad():
+        policy.logits["intent"].copy_(torch.tensor([0.0, 2.0]))  # p(b) = 0.88
+    batch = policy.sample(2000, torch.Generator().manual_seed(0))
+    assert batch == policy.sample(2000, torch.Generator().manual_seed(0))
+    share_b = sum(example["intent"] == "b" for example in batch) / len(batch)
+    assert abs(share_b - policy.probabilities()["intent"]["b"]) < 0.03
+    assert abs(sum(example["snr"] == "0" for example in batch) / len(batch) - 0.5) < 0.05
+
+
+def test_alignment_moves_the_policy_toward_the_preferred_choices():
+    """Batches rich in intent 'b' at 20 dB helped the student more than batches rich in 'a' at 0 dB: after DPO
+    the policy prefers 'b' and 20 dB, leaves the factor the pairs do not separate (voice) alone, and a
+    larger beta moves it less far."""
+    from components.arte.policy import AlignConfig, SamplingPolicy, align
+
+    factors = {"intent": ["a", "b", "c"], "snr": ["0", "20"], "voice": ["x", "y"]}
+    chosen = [{"intent": "b", "snr": "20", "voice": v} for v in "xy"] * 4
+    rejected = [{"intent": "a", "snr": "0", "voice": v} for v in "xy"] * 4
+    moved = {}
+    for beta in (0.1, 1.0):
+        policy = SamplingPolicy(factors)
+        losses = align(policy, [(chosen, rejected)] * 3, AlignConfig(beta=beta, steps=100))
+        p = policy.probabilities()
+        assert losses[-1] < losses[0]
+        assert p["intent"]["b"] > 1 / 3 > p["intent"]["a"] and p["snr"]["20"] > 0.5
+        assert abs(p["voice"]["x"] - 0.5) < 1e-6
+        moved[beta] = p["intent"]["b"]
+    assert moved[1.0] < moved[0.1]  # a larger beta holds the policy nearer the reference
+
+
+def test_a_choice_outside_the_policy_is_named():
+    from components.arte.policy import SamplingPolicy
+
+    with pytest.raises(ValueError, match="factor 'snr': '5' is not one of its values"):
+        SamplingPolicy({"snr": ["0", "20"]}).log_prob([{"snr": "5"}])
+    with pytest.raises(ValueError, match=r"factor\(s\) \['voice'\] have no values"):
+        SamplingPolicy({"voice": []})
+
+
+def test_the_teacher_proposes_valid_records_with_their_choices(tmp_path):
+    from components.arte.teacher import Teacher
+
+    train, test = split_records()
+    teacher = Teacher(templates_from(train), fillers_from(train), voices=["flite:slt", "espeak-ng:en-us"], snrs=[0, 10, 20])
+    examples = teacher.propose(64, torch.Generator().manual_seed(0))
+    again = Teacher(templates_from(train), fillers_from(train), voices=["flite:slt", "espeak-ng:en-us"], snrs=[0, 10, 20]).propose(64, torch.Generator().manual_seed(0))
+    assert [e.record.sentence for e in examples] == [e.record.sentence for e in again]  # seeded
+    assert len({e.record.slurp_id for e in examples}) == 64 and all(e.record.intent == e.choice["intent"] for e in examples)
+    assert {e.choice["snr"] for e in examples} <= {"0", "10", "20"} and {e.choice["voice"] for e in examples} <= {"flite:slt", "espeak-ng:en-us"}
+    write_slurp([e.record for e in examples], tmp_path / "proposed.jsonl")
+    assert len(read_slurp(tmp_path / "proposed.jsonl")) == 64
+    assert not {" ".join(r.sentence.lower().split()) for r in test} & {e.record.sentence for e in examples}
+    assert teacher.policy.log_prob([e.choice for e in examples]).item() < 0

@@ -1,7 +1,16 @@
 """ARTE: a teacher proposes labelled spoken examples, the student's measured gain ranks them, and the
-teacher is aligned to what helps. templates.py is the teacher's raw material: SLURP annotation templates
-and the fillers to re-fill them with. Plain Python."""
+teacher is aligned to what helps. Plain Python and torch.
 
+    templates.py  SLURP annotation templates and the fillers to re-fill them with
+    policy.py     the teacher's sampling policy (intent, voice, SNR) and its DPO alignment to preferences
+    teacher.py    examples proposed by the policy: a SLURP record and the choices that made it
+"""
+
+from components.arte.policy import AlignConfig, SamplingPolicy, align
+from components.arte.teacher import Example, Teacher
 from components.arte.templates import GENERATED_ID_BASE, Slot, Template, fill, fillers_from, parse_annotation, templates_from
 
-__all__ = ["GENERATED_ID_BASE", "Slot", "Template", "fill", "fillers_from", "parse_annotation", "templates_from"]
+__all__ = [
+    "GENERATED_ID_BASE", "AlignConfig", "Example", "SamplingPolicy", "Slot", "Teacher", "Template", "align", "fill", "fillers_from",
+    "parse_annotation", "templates_from",
+]
