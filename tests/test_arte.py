@@ -141,3 +141,41 @@ def test_the_teacher_proposes_valid_records_with_their_choices(tmp_path):
     assert len(read_slurp(tmp_path / "proposed.jsonl")) == 64
     assert not {" ".join(r.sentence.lower().split()) for r in test} & {e.record.sentence for e in examples}
     assert teacher.policy.log_prob([e.choice for e in examples]).item() < 0
+
+
+# --------------------------------------------------------------------------- student preferences
+
+
+def test_the_student_prefers_the_batch_that_teaches_what_it_gets_wrong():
+    """A real (tiny) student: a linear intent classifier over 4 features. It already knows intent 0 and
+    gets intent 1 wrong; a batch of intent-1 examples gains on the preference set, a batch of intent-0
+    examples does not. Pairs and the discriminative items follow, and the student is left untouched."""
+    from components.arte.preferences import discriminative_items, measure_gains, preference_pairs
+
+    torch.manual_seed(0)
+    student = torch.nn.Linear(4, 2)
+    with torch.no_grad():
+        student.weight.copy_(torch.tensor([[1.0, 0, 0, 0], [0, 0, 0, 0]]))
+        student.bias.zero_()
+    items_x = torch.cat([torch.eye(4)[:1].repeat(8, 1), torch.eye(4)[1:2].repeat(8, 1)])  # 8 of intent 0, 8 of intent 1
+    items_y = torch.tensor([0] * 8 + [1] * 8)
+    batches = {"intent 1": (torch.eye(4)[1:2].repeat(16, 1), torch.ones(16, dtype=torch.long)),
+               "intent 0": (torch.eye(4)[:1].repeat(16, 1), torch.zeros(16, dtype=torch.long))}
+
+    def update(model, batch):
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        for _ in range(5):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(batch[0]), batch[1]).backward()
+            optimizer.step()
+
+    def item_losses(model):
+        return torch.nn.functional.cross_entropy(model(items_x), items_y, reduction="none")
+
+    weights = student.weight.detach().clone()
+    gains, losses = measure_gains(student, list(batches.values()), update, item_losses)
+    assert gains[0] > 0.05 > 0 > gains[1] and torch.equal(student.weight, weights), gains
+    chosen, rejected = preference_pairs(list(batches), gains)[0]
+    assert (chosen, rejected) == ("intent 1", "intent 0")
+    assert set(discriminative_items(losses, k=8).tolist()) == set(range(8, 16))  # the intent-1 items tell them apart
+    assert preference_pairs(list(batches), [0.1, 0.1], min_margin=0.01) == []
