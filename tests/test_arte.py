@@ -179,3 +179,14 @@ def test_the_student_prefers_the_batch_that_teaches_what_it_gets_wrong():
     assert (chosen, rejected) == ("intent 1", "intent 0")
     assert set(discriminative_items(losses, k=8).tolist()) == set(range(8, 16))  # the intent-1 items tell them apart
     assert preference_pairs(list(batches), [0.1, 0.1], min_margin=0.01) == []
+
+
+def test_the_policy_shift_plot_shows_every_factor():
+    from components.arte.plots import policy_shift_html
+    from components.arte.policy import AlignConfig, SamplingPolicy, align
+
+    policy = SamplingPolicy({"intent": ["a", "b"], "snr": ["0", "20"]})
+    before = policy.probabilities()
+    align(policy, [([{"intent": "b", "snr": "20"}], [{"intent": "a", "snr": "0"}])], AlignConfig(steps=20))
+    page = policy_shift_html(before, policy.probabilities())
+    assert page.startswith("<html>") and "data:image/png;base64," in page and len(page) > 5_000

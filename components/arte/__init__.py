@@ -5,6 +5,7 @@ teacher is aligned to what helps. Plain Python and torch.
     policy.py     the teacher's sampling policy (intent, voice, SNR) and its DPO alignment to preferences
     teacher.py    examples proposed by the policy: a SLURP record and the choices that made it
     preferences.py  the student's gain from each candidate batch, the pairs, the discriminative items
+    plots.py      the policy before and after alignment, as a dashboard page
 """
 
 from components.arte.policy import AlignConfig, SamplingPolicy, align
