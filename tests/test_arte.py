@@ -190,3 +190,48 @@ def test_the_policy_shift_plot_shows_every_factor():
     align(policy, [([{"intent": "b", "snr": "20"}], [{"intent": "a", "snr": "0"}])], AlignConfig(steps=20))
     page = policy_shift_html(before, policy.probabilities())
     assert page.startswith("<html>") and "data:image/png;base64," in page and len(page) > 5_000
+
+
+def test_the_loop_aligns_the_teacher_to_the_intents_the_student_needs():
+    """The full loop on the shipped sample's templates with a real tiny student (bag of words -> intent).
+    The preference set holds sentences of three intents only; the teacher learns to propose those."""
+    from components.arte.loop import ArteConfig, tailor
+    from components.arte.policy import AlignConfig
+    from components.arte.teacher import Teacher
+
+    train, _ = split_records()
+    teacher = Teacher(templates_from(train), fillers_from(train), voices=["flite:slt"], snrs=[20])
+    intents = teacher.policy.values["intent"]
+    wanted = sorted(intents, key=lambda i: -len(teacher.by_intent[i]))[:3]  # the three with the most templates
+    preference = [r for r in train if r.intent in wanted]
+
+    def features(sentences):  # (n, 256) hashed bag of words: a real, tiny text student
+        x = torch.zeros(len(sentences), 256)
+        for row, sentence in enumerate(sentences):
+            for word in sentence.split():
+                x[row, sum(map(ord, word)) % 256] += 1.0
+        return x
+
+    index = {intent: i for i, intent in enumerate(intents)}
+    items_x, items_y = features([r.sentence for r in preference]), torch.tensor([index[r.intent] for r in preference])
+    student = torch.nn.Linear(256, len(intents))
+    torch.nn.init.zeros_(student.weight), torch.nn.init.zeros_(student.bias)
+
+    def update(model, examples):
+        x, y = features([e.record.sentence for e in examples]), torch.tensor([index[e.record.intent] for e in examples])
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.5)
+        for _ in range(3):
+            optimizer.zero_grad()
+            torch.nn.functional.cross_entropy(model(x), y).backward()
+            optimizer.step()
+
+    def item_losses(model):
+        return torch.nn.functional.cross_entropy(model(items_x), items_y, reduction="none")
+
+    start = sum(teacher.policy.probabilities()["intent"][i] for i in wanted)
+    history = tailor(teacher, student, update, item_losses, ArteConfig(rounds=3, candidates=6, batch_size=12, align=AlignConfig(steps=50)), torch.Generator().manual_seed(0))
+    end = sum(history[-1]["policy"]["intent"][i] for i in wanted)
+    assert len(history) == 3 and all(h["pairs"] for h in history)
+    assert end > 2 * start, (start, end)
+    tailored = teacher.propose(200, torch.Generator().manual_seed(1))
+    assert sum(e.record.intent in wanted for e in tailored) / 200 > 2 * start
