@@ -83,7 +83,6 @@ def fillers_from(records: Iterable[SlurpRecord]) -> dict[str, list[str]]:
 def fill(template: Template, fillers: Mapping[str, str] | Sequence[str], slurp_id: int) -> SlurpRecord:
     """The template with its slots filled: a mapping by slot type (every slot of that type gets it), or one
     filler per slot in order. Raises ValueError naming the slot left without a filler."""
-    by_position = list(fillers) if not isinstance(fillers, Mapping) else None
     words: list[str] = []
     annotation: list[str] = []
     entities: list[Entity] = []
@@ -93,9 +92,10 @@ def fill(template: Template, fillers: Mapping[str, str] | Sequence[str], slurp_i
             words.append(part)
             annotation.append(part)
             continue
-        filler = by_position[slot_index] if by_position is not None and slot_index < len(by_position) else None
-        if by_position is None:
+        if isinstance(fillers, Mapping):
             filler = fillers.get(part.type)
+        else:
+            filler = fillers[slot_index] if slot_index < len(fillers) else None
         if not filler or not filler.split():
             raise ValueError(f"template {template.source_id}: no filler for slot {slot_index} ({part.type!r})")
         filler_words = filler.lower().split()
