@@ -5,6 +5,7 @@ templates and fillers come only from the records handed in: no test-split senten
 from __future__ import annotations
 
 import itertools
+import json
 
 import pytest
 import torch
@@ -137,6 +138,7 @@ def test_the_teacher_proposes_valid_records_with_their_choices(tmp_path):
     assert [e.record.sentence for e in examples] == [e.record.sentence for e in again]  # seeded
     assert len({e.record.slurp_id for e in examples}) == 64 and all(e.record.intent == e.choice["intent"] for e in examples)
     assert {e.choice["snr"] for e in examples} <= {"0", "10", "20"} and {e.choice["voice"] for e in examples} <= {"flite:slt", "espeak-ng:en-us"}
+    assert {e.choice["noise"] for e in examples} == {"white"}  # the default condition
     write_slurp([e.record for e in examples], tmp_path / "proposed.jsonl")
     assert len(read_slurp(tmp_path / "proposed.jsonl")) == 64
     assert not {" ".join(r.sentence.lower().split()) for r in test} & {e.record.sentence for e in examples}
@@ -225,13 +227,149 @@ def test_the_loop_aligns_the_teacher_to_the_intents_the_student_needs():
             torch.nn.functional.cross_entropy(model(x), y).backward()
             optimizer.step()
 
-    def item_losses(model):
-        return torch.nn.functional.cross_entropy(model(items_x), items_y, reduction="none")
+    def item_losses(model, items):
+        losses = torch.nn.functional.cross_entropy(model(items_x), items_y, reduction="none")
+        return losses if items is None else losses[items]
 
     start = sum(teacher.policy.probabilities()["intent"][i] for i in wanted)
-    history = tailor(teacher, student, update, item_losses, ArteConfig(rounds=3, candidates=6, batch_size=12, align=AlignConfig(steps=50)), torch.Generator().manual_seed(0))
+    history = tailor(teacher, student, update, item_losses, ArteConfig(rounds=3, candidates=6, batch_size=12, preference_items=6, align=AlignConfig(steps=50)), torch.Generator().manual_seed(0))
     end = sum(history[-1]["policy"]["intent"][i] for i in wanted)
     assert len(history) == 3 and all(h["pairs"] for h in history)
+    assert [h["items"] for h in history] == [len(preference), 6, 6]  # after round 1 only the discriminative items
     assert end > 2 * start, (start, end)
     tailored = teacher.propose(200, torch.Generator().manual_seed(1))
     assert sum(e.record.intent in wanted for e in tailored) / 200 > 2 * start
+
+
+def test_excluded_sentences_are_never_proposed():
+    """Re-filling train templates can rebuild a test sentence: the teacher draws again instead, and leaves
+    out a template that can only make excluded sentences."""
+    from components.arte.teacher import Teacher
+
+    train, _ = split_records()
+    templates, fillers = templates_from(train), fillers_from(train)
+    first = Teacher(templates, fillers, voices=["v"], snrs=[20]).propose(300, torch.Generator().manual_seed(0))
+    banned = {e.record.sentence.upper() for e in first[:60]}  # compared case- and space-insensitively
+    teacher = Teacher(templates, fillers, voices=["v"], snrs=[20], exclude=banned)
+    again = teacher.propose(300, torch.Generator().manual_seed(0))
+    assert not {e.record.sentence.upper() for e in again} & banned
+    assert teacher.dropped  # e.g. a one-filler template whose only sentence was banned
+    for template in teacher.dropped:
+        assert all(r.sentence.upper() in banned for r in generate([template], fillers, 10_000))
+    kept = {t.intent for t in templates if t not in teacher.dropped}
+    assert teacher.policy.values["intent"] == sorted(kept)
+
+    one_each = {k: v[:1] for k, v in fillers.items()}  # every template makes one sentence; exclude them all
+    every = {fill(t, [one_each[p.type][0] for p in t.parts if isinstance(p, Slot)], 0).sentence for t in templates}
+    with pytest.raises(ValueError, match=rf"no templates: .*\({len(templates)} make only excluded sentences\)"):
+        Teacher(templates, one_each, voices=["v"], snrs=[20], exclude=every)
+
+
+def test_the_policy_round_trips_as_json_and_names_a_mismatch():
+    from components.arte.policy import SamplingPolicy
+
+    policy = SamplingPolicy({"intent": ["a", "b"], "snr": ["0", "20"]})
+    with torch.no_grad():
+        policy.logits["intent"].copy_(torch.tensor([0.5, -1.0]))
+    saved = json.loads(json.dumps(policy.logits_dict()))
+    back = SamplingPolicy({"intent": ["a", "b"], "snr": ["0", "20"]})
+    back.load_logits(saved)
+    assert back.probabilities() == policy.probabilities()
+    with pytest.raises(ValueError, match=r"saved policy factor 'intent' has values \['a', 'b'\], this teacher's are \['a', 'c'\]"):
+        SamplingPolicy({"intent": ["a", "c"], "snr": ["0", "20"]}).load_logits(saved)
+    with pytest.raises(ValueError, match=r"factor\(s\) \['snr'\] this teacher does not choose"):
+        SamplingPolicy({"intent": ["a", "b"]}).load_logits(saved)
+
+
+# --------------------------------------------------------------------------- speech and the cascade student
+
+
+@pytest.fixture(scope="module")
+def spoken(tmp_path_factory):
+    """Eight proposed examples, spoken by two real TTS voices in two noise conditions."""
+    from components.arte.speech import folder_name, speak, speech_config
+    from components.arte.teacher import Teacher
+    from components.data.speakers import Speaker
+
+    train, test = split_records()
+    speakers = [Speaker("flite", "slt"), Speaker("espeak-ng", "en-us")]
+    cfg = speech_config(speakers, snrs=[0, 20], noises=["white", "pink"], workers=2)
+    teacher = Teacher(templates_from(train), fillers_from(train), voices=[s.id for s in speakers], snrs=[0, 20], noises=["white", "pink"], exclude=[r.sentence for r in test])
+    examples = teacher.propose(8, torch.Generator().manual_seed(0))
+    out = tmp_path_factory.mktemp("arte") / folder_name("tailored", examples, cfg)
+    return examples, cfg, out, speak(examples, out, cfg)
+
+
+def test_spoken_examples_follow_their_choices_and_pass_validation(spoken):
+    from components.arte.speech import folder_name
+    from components.data.validation import validate_frame
+
+    examples, cfg, out, manifest = spoken
+    assert len(manifest) == 8 and set(manifest["split"]) == {"train"}
+    for e, row in zip(examples, manifest.to_dict("records")):
+        assert (row["speaker"], row["noise"], row["snr"]) == (e.choice["voice"], e.choice["noise"], float(e.choice["snr"]))
+        assert row["text"] == e.record.sentence and row["intent"] == e.record.intent and row["slurp_id"] == e.record.slurp_id
+        assert abs(row["snr_measured"] - row["snr"]) < 1.0 and row["duration"] > 0.3
+    report = validate_frame(manifest, out / "manifest.jsonl")
+    assert report.ok, report.failures[:3]
+    assert [r.sentence for r in read_slurp(out / "slurp.jsonl")] == [e.record.sentence for e in examples]
+    # content-addressed: another choice is another folder
+    other = [examples[0].__class__(examples[0].record, examples[0].choice | {"snr": "0" if examples[0].choice["snr"] == "20" else "20"}), *examples[1:]]
+    assert folder_name("tailored", examples, cfg) == out.name != folder_name("tailored", other, cfg)
+
+
+def test_a_voice_outside_the_corpus_is_named(spoken, tmp_path):
+    from components.arte.speech import speak
+
+    examples, cfg, _, _ = spoken
+    wrong = examples[0].__class__(examples[0].record, examples[0].choice | {"voice": "festival-kal_diphone-p+0-r1"})
+    with pytest.raises(ValueError, match=rf"example {wrong.record.slurp_id}: voice 'festival-kal_diphone-p\+0-r1' is not one of the corpus speakers"):
+        speak([wrong], tmp_path, cfg)
+    assert not (tmp_path / "manifest.jsonl").exists()
+
+
+def test_per_utterance_nlu_losses_match_the_batch_loss():
+    from components.models.nlu import IGNORE, nlu_loss
+
+    torch.manual_seed(0)
+    outputs = {"scenario_logits": torch.randn(3, 4), "action_logits": torch.randn(3, 5), "tag_logits": torch.randn(3, 6, 7)}
+    tags = torch.randint(0, 7, (3, 6))
+    tags[1, 4:] = IGNORE
+    targets = {"scenario": torch.tensor([0, 1, 2]), "action": torch.tensor([4, 0, 1]), "tags": tags}
+    per_item = nlu_loss(outputs, targets, reduction="none")
+    assert per_item.shape == (3,)
+    for i in range(3):
+        one = nlu_loss({k: v[i : i + 1] for k, v in outputs.items()}, {k: v[i : i + 1] for k, v in targets.items()})
+        torch.testing.assert_close(per_item[i], one)
+    with pytest.raises(ValueError, match="reduction must be 'mean' or 'none'"):
+        nlu_loss(outputs, targets, reduction="sum")
+
+
+def test_the_cascade_student_learns_from_a_spoken_batch_and_stays_unchanged(spoken):
+    """A real cascade (tiny ASR, MiniLM NLU) with adapters everywhere: a short update on the spoken batch
+    lowers its NLU loss on those utterances; measure_gains trains copies, never the student."""
+    from components.arte.preferences import measure_gains
+    from components.arte.student import CascadeStudent
+    from components.data.dataset import SpeechDataset
+    from components.models.asr import ASRConfig, ConformerCTC
+    from components.models.cascade import Cascade
+    from components.models.nlu import NluLabels, build_nlu
+    from components.models.se import MaskEnhancer
+    from components.nas import Architecture, attach_cells
+    from components.training.loop import TrainConfig
+
+    examples, cfg, out, manifest = spoken
+    torch.manual_seed(0)
+    labels = NluLabels.from_label_set()
+    cascade = Cascade(MaskEnhancer(), ConformerCTC(ASRConfig(d_model=64, ffn=128, layers=1, heads=4, dropout=0.0)), build_nlu(labels), labels)
+    cells = attach_cells(cascade, "NA")
+    choices = {name: "adapter" for name in cells}
+    Architecture(cells).fix(choices)
+    student = CascadeStudent(choices, SpeechDataset(manifest, out), cfg, out, TrainConfig(max_steps=6, batch_size=4, lr=0.003, progress=False, patience=None))
+    before = {k: v.clone() for k, v in cascade.state_dict().items()}
+    all_items = student.item_losses(cascade, None)
+    assert all_items.shape == (8,) and (all_items > 0).all()
+    torch.testing.assert_close(student.item_losses(cascade, torch.tensor([1, 5])), all_items[[1, 5]])
+    gains, losses = measure_gains(cascade, [examples], student.update, lambda m: student.item_losses(m, None))
+    assert gains[0] > 0 and losses.shape == (1, 8), gains
+    assert all(torch.equal(before[k], v) for k, v in cascade.state_dict().items())

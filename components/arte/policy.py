@@ -35,6 +35,22 @@ class SamplingPolicy(torch.nn.Module):
     def probabilities(self) -> dict[str, dict[str, float]]:
         return {name: dict(zip(self.values[name], self.logits[name].softmax(-1).tolist())) for name in self.values}
 
+    def logits_dict(self) -> dict[str, dict[str, float]]:
+        """{factor: {value: logit}}: the policy as plain JSON (load it back with load_logits)."""
+        return {name: dict(zip(self.values[name], self.logits[name].tolist())) for name in self.values}
+
+    @torch.no_grad()
+    def load_logits(self, saved: Mapping[str, Mapping[str, float]]) -> None:
+        """Load logits_dict()'s output; ValueError when its factors or values are not this policy's."""
+        for name, values in self.values.items():
+            found = list(saved.get(name, {}))
+            if found != values:
+                raise ValueError(f"saved policy factor {name!r} has values {found}, this teacher's are {values}")
+            self.logits[name].copy_(torch.tensor([float(saved[name][v]) for v in values]))
+        extra = sorted(set(saved) - set(self.values))
+        if extra:
+            raise ValueError(f"saved policy has factor(s) {extra} this teacher does not choose")
+
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator | None = None) -> list[Choice]:
         draws = {name: torch.multinomial(self.logits[name].softmax(-1), n, replacement=True, generator=generator).tolist() for name in self.values}

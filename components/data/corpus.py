@@ -232,9 +232,22 @@ def _claim(out_dir: Path, cfg: CorpusConfig) -> None:
 
 def build_corpus(records: Iterable[SlurpRecord], out_dir: str | os.PathLike, cfg: CorpusConfig, progress: bool = True) -> Path:
     """Synthesize what is missing under out_dir and (re)write its manifest; return the manifest path."""
+    return build_utterances(plan(records, cfg), out_dir, cfg, progress)
+
+
+def build_utterances(utts: list[Utterance], out_dir: str | os.PathLike, cfg: CorpusConfig, progress: bool = True) -> Path:
+    """build_corpus for utterances planned elsewhere (who says what, with which noise, in which split),
+    e.g. by ARTE's teacher; their speakers, noise kinds and SNRs must be among cfg's."""
     out_dir = Path(out_dir)
+    speakers, conditions = set(cfg.speakers), {(k, float(s)) for k in cfg.noise_kinds for s in cfg.snrs}
+    seen: set[str] = set()
+    for u in utts:
+        if u.utt_id in seen:
+            raise ValueError(f"utterance {u.utt_id} is planned twice")
+        seen.add(u.utt_id)
+        if u.speaker not in speakers or (u.noise, u.snr) not in conditions:
+            raise ValueError(f"utterance {u.utt_id}: speaker {u.speaker.id} / {u.noise} at {u.snr:g} dB is not among the corpus settings")
     _claim(out_dir, cfg)
-    utts = plan(records, cfg)
     _synthesize_clean(utts, out_dir, cfg, progress)
     _add_noise(utts, out_dir, cfg, progress)
     with ThreadPoolExecutor(cfg.workers) as pool:

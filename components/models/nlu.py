@@ -384,8 +384,9 @@ def batch_from_records(tokenizer, records: Sequence[SlurpRecord], labels: NluLab
     return encode_texts(tokenizer, targets["words"], max_words=max_words), targets
 
 
-def nlu_loss(outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor]) -> torch.Tensor:
-    """CE(scenario) + CE(action) + CE(tags over real words); a scalar."""
+def nlu_loss(outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Tensor], reduction: str = "mean") -> torch.Tensor:
+    """CE(scenario) + CE(action) + CE(tags over real words): a scalar (tags averaged over the batch's words),
+    or with reduction "none" one loss per utterance (B,) (tags averaged over its own words)."""
     logits = outputs["tag_logits"]  # (B, W, T)
     device = logits.device
     tags = targets["tags"].to(device)  # (B, W)
@@ -396,6 +397,13 @@ def nlu_loss(outputs: Mapping[str, torch.Tensor], targets: Mapping[str, torch.Te
         mask = outputs.get("word_mask")
     if mask is not None:
         tags = tags.masked_fill(~mask.to(device).bool(), IGNORE)
+    if reduction == "none":
+        loss = F.cross_entropy(outputs["scenario_logits"], targets["scenario"].to(device), reduction="none")
+        loss = loss + F.cross_entropy(outputs["action_logits"], targets["action"].to(device), reduction="none")
+        tag_losses = F.cross_entropy(logits.transpose(1, 2), tags, ignore_index=IGNORE, reduction="none")  # (B, W), 0 where ignored
+        return loss + tag_losses.sum(1) / (tags != IGNORE).sum(1).clamp(min=1)
+    if reduction != "mean":
+        raise ValueError(f"reduction must be 'mean' or 'none', got {reduction!r}")
     loss = F.cross_entropy(outputs["scenario_logits"], targets["scenario"].to(device))
     loss = loss + F.cross_entropy(outputs["action_logits"], targets["action"].to(device))
     if (tags != IGNORE).any():

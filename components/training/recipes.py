@@ -183,9 +183,9 @@ def search_cascade(
     return arch, result
 
 
-def train_cascade_architecture(cascade: Cascade, choices: dict[str, str], train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None) -> TrainResult:
+def train_cascade_architecture(cascade: Cascade, choices: dict[str, str], train_ds: SpeechDataset, val_ds: SpeechDataset | None, cfg: TrainConfig, on_metrics: MetricsFn = None) -> TrainResult:
     """Stage 2 of the architecture search: the cascade's cells fixed to ``choices``; only the chosen
-    candidates and the bridge train, on the same loss as full fine-tuning."""
+    candidates and the bridge train, on the same loss as full fine-tuning (no validation without val_ds)."""
     from components.nas import Architecture, glue_parameters, train_derived
     from components.nas.cascade import find_cells
 
@@ -195,7 +195,8 @@ def train_cascade_architecture(cascade: Cascade, choices: dict[str, str], train_
         total, parts = cascade_loss(model, b)
         return {"val_loss": total, **{f"val_{k}": v for k, v in parts.items()}}
 
-    return train_derived(cascade, arch, choices, cascade_loss, train_ds, cfg, collate_fn=collate, val_fn=validation_fn(val_ds, val, cfg), extra=glue_parameters(cascade), on_metrics=on_metrics)
+    val_fn = validation_fn(val_ds, val, cfg) if val_ds is not None else None
+    return train_derived(cascade, arch, choices, cascade_loss, train_ds, cfg, collate_fn=collate, val_fn=val_fn, extra=glue_parameters(cascade), on_metrics=on_metrics)
 
 
 # --------------------------------------------------------------------------- evaluation
