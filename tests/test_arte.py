@@ -373,3 +373,13 @@ def test_the_cascade_student_learns_from_a_spoken_batch_and_stays_unchanged(spok
     gains, losses = measure_gains(cascade, [examples], student.update, lambda m: student.item_losses(m, None))
     assert gains[0] > 0 and losses.shape == (1, 8), gains
     assert all(torch.equal(before[k], v) for k, v in cascade.state_dict().items())
+
+
+def test_effective_choices_count_what_the_policy_still_chooses():
+    from components.arte.policy import SamplingPolicy
+
+    policy = SamplingPolicy({"intent": ["a", "b", "c", "d"], "snr": ["0", "20"]})
+    assert policy.effective_choices() == pytest.approx({"intent": 4.0, "snr": 2.0})
+    with torch.no_grad():
+        policy.logits["intent"].copy_(torch.tensor([0.0, 0.0, -30.0, -30.0]))
+    assert policy.effective_choices()["intent"] == pytest.approx(2.0, abs=1e-6)

@@ -35,6 +35,10 @@ class SamplingPolicy(torch.nn.Module):
     def probabilities(self) -> dict[str, dict[str, float]]:
         return {name: dict(zip(self.values[name], self.logits[name].softmax(-1).tolist())) for name in self.values}
 
+    def effective_choices(self) -> dict[str, float]:
+        """exp(entropy) per factor: how many values it effectively still chooses among (collapse shows here)."""
+        return {name: float(torch.special.entr(self.logits[name].softmax(-1)).sum().exp()) for name in self.values}
+
     def logits_dict(self) -> dict[str, dict[str, float]]:
         """{factor: {value: logit}}: the policy as plain JSON (load it back with load_logits)."""
         return {name: dict(zip(self.values[name], self.logits[name].tolist())) for name in self.values}
@@ -71,9 +75,9 @@ class SamplingPolicy(torch.nn.Module):
 
 @dataclass(frozen=True)
 class AlignConfig:
-    beta: float = 0.1  # how far from the reference the preferences may pull the policy
+    beta: float = 0.5  # how far from the reference the preferences may pull the policy (smaller: further)
     lr: float = 0.05
-    steps: int = 200
+    steps: int = 100
 
 
 def align(policy: SamplingPolicy, pairs: Sequence[tuple[Sequence[Choice], Sequence[Choice]]], cfg: AlignConfig = AlignConfig()) -> list[float]:
