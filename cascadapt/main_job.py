@@ -3,7 +3,8 @@
     python -m cascadapt.main_job [--stages data,pretrain,...] [--skip-smoke-test]
 
 data (corpus, validation, DVC) -> pretrain (SE, ASR, NLU, bridge on the source voices) -> baseline
-(frozen vs full fine-tuning on the target voices) -> nas (NFA search, two-stage training) -> multitask
+(frozen vs full fine-tuning on the target voices) -> nas (NFA search, two-stage training) -> arte
+(tailored training data: the teacher aligned to the student's gains, vs random and no extra data) -> multitask
 (HRA and its baselines per task, the winner promoted if it beats production) -> deployment (the
 production adapters as a bento, smoke-tested on 127.0.0.1). Each stage is a pipeline run with its
 configs/*demo* file, exactly what `zenml pipeline run <pipeline> -c <config>` does; the store is the
@@ -35,6 +36,7 @@ STAGES = [
     Stage("pretrain", "pipelines.pretrain_pipeline:pretrain_pipeline", "configs/pretrain_demo.yaml"),
     Stage("baseline", "pipelines.baseline_pipeline:baseline_pipeline", "configs/baselines_demo.yaml"),
     Stage("nas", "pipelines.nas_pipeline:nas_pipeline", "configs/nas_demo.yaml"),
+    Stage("arte", "pipelines.arte_pipeline:arte_pipeline", "configs/arte_demo.yaml"),
     Stage("multitask", "pipelines.multitask_pipeline:multitask_pipeline", "configs/multitask_demo.yaml"),
     Stage("deployment", "pipelines.deployment_pipeline:deployment_pipeline", "configs/deploy_demo.yaml"),
 ]
@@ -60,7 +62,7 @@ def summary(runs: dict, seconds: dict) -> str:
     lines += [f"{name:11s} {seconds[name] / 60:5.1f} min   run {runs[name].name}" for name in runs]
     lines.append(f"{'total':11s} {sum(seconds.values()) / 60:5.1f} min")
     lines.append("Demo sizes (configs/*_demo.yaml): minutes on 2 cores, and the models learn little. The figures in the")
-    lines.append("README come from configs/pretrain.yaml, baselines.yaml, nas.yaml and multitask.yaml.")
+    lines.append("README come from configs/pretrain.yaml, baselines.yaml, nas.yaml, arte.yaml and multitask.yaml.")
 
     def table(run, step: str, output: str, columns: list[str]) -> list[str]:
         df = client.get_pipeline_run(run.id).steps[step].outputs[output][0].load()
@@ -72,6 +74,9 @@ def summary(runs: dict, seconds: dict) -> str:
     if "nas" in runs:
         lines += ["", "Architecture search (nas_pipeline, nas_results):"]
         lines += table(runs["nas"], "nas_results_table", "nas_results", ["system", "wer", "intent_acc", "slu_f1", "nlu_cer", "trainable_params"])
+    if "arte" in runs:
+        lines += ["", "Tailored training data (arte_pipeline, arte_results):"]
+        lines += table(runs["arte"], "arte_results", "arte_results", ["system", "generated", "intent_acc", "slu_f1", "wer"])
     if "multitask" in runs:
         lines += ["", "Multi-task adaptation, task-averaged (multitask_pipeline, multitask_results):"]
         lines += table(runs["multitask"], "multitask_results", "multitask_results", ["system", "wer", "cer", "per_task_params", "shared_params"])
@@ -86,8 +91,9 @@ def summary(runs: dict, seconds: dict) -> str:
     lines += [
         "",
         "Plots and reports are ZenML visualizations of these runs (training curves, Pareto front, architecture",
-        "weights, comparison and parameters-vs-tasks plots, validation and drift reports): start the dashboard",
-        "with `zenml login --local` and open the runs above, or load them with zenml.client.Client().",
+        "weights, the teacher's policy before and after alignment, comparison and parameters-vs-tasks plots,",
+        "validation and drift reports): start the dashboard with `zenml login --local` and open the runs above,",
+        "or load them with zenml.client.Client().",
         "Exported adapters: outputs/adapters; the corpus: data/demo (DVC-tracked, data.dvc).",
     ]
     return "\n".join(lines)

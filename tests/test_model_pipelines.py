@@ -52,6 +52,15 @@ parameters:
   lambdas: [0.0, 1000.0]
   blocks: [nlu]
 """
+ARTE = """
+parameters:
+  target_slurp_jsonl: {sample}
+  train_config: {{max_epochs: 1, batch_size: 8, lr: 0.001, progress: false}}
+  update_config: {{max_steps: 1, batch_size: 4, lr: 0.002}}
+  arte_config: {{rounds: 2, candidates: 3, batch_size: 4, pairs: 1, preference_items: 3}}
+  preference_pool: 6
+  n_generated: 12
+"""
 MULTITASK = """
 parameters:
   target_slurp_jsonl: {sample}
@@ -75,6 +84,23 @@ INSPECT = textwrap.dedent(
     """
     import json, sys
     from zenml.client import Client
+
+    def arte_outputs(c):
+        run = c.list_pipeline_runs(pipeline_name="arte_pipeline", size=1, sort_by="desc:created").items[0]
+        align = run.steps["align_teacher"].outputs
+        return {
+            "rows": run.steps["arte_results"].outputs["arte_results"][0].load().to_dict("records"),
+            "history": align["arte_history"][0].load(),
+            "policy": align["teacher_policy"][0].load(),
+            "policy_plot": "data:image/png" in align["policy_shift"][0].load(),
+            "generated": {name: run.steps[f"generate_{name}"].outputs["generated"][0].load().to_dict("records") for name in ("random", "tailored")},
+            "train_rows": {name: len(run.steps[f"generate_{name}"].outputs["train_with_generated"][0].load()) for name in ("random", "tailored")},
+            "train": len(run.steps["split_corpus"].outputs["train"][0].load()),
+            "held_out_text": [t for split in ("nas_val", "test") for t in run.steps["split_corpus"].outputs[split][0].load()["text"]],
+            "student_input": str(run.steps["align_teacher"].inputs["student"][0].id),
+            "student_no_extra": str(run.steps["train_no_extra"].outputs["trained_architecture"][0].id),
+        }
+
     c = Client()
     backbones = c.get_model_version("cascadapt_backbones", None)
     baselines = c.get_model_version("cascadapt_baselines", None)
@@ -92,6 +118,7 @@ INSPECT = textwrap.dedent(
         "nas_architecture": nas.get_artifact("nas_architecture").load(),
         "nas_cascade": nas.get_artifact("nas_cascade") is not None,
         "weights_plot": "data:image/png" in nas_run.steps["search_nfa_lam0"].outputs["architecture_weights"][0].load(),
+        "arte": arte_outputs(c),
     }, sys.stdout)
     """
 )
@@ -126,7 +153,7 @@ INSPECT_MULTITASK = textwrap.dedent(
 )
 
 
-@pytest.mark.timeout(1800)  # eight pipeline runs: about 4 min alone on 2 cores, far more on shared cores
+@pytest.mark.timeout(1800)  # nine pipeline runs: about 4.5 min alone on 2 cores, far more on shared cores
 def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     root = tmp_path / "project"
     root.mkdir()
@@ -136,7 +163,7 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     (tmp_path / "lm.txt").write_text("".join(json.loads(line)["sentence"] + "\n" for line in SAMPLE.read_text().splitlines()))
     env = {**os.environ, "ZENML_CONFIG_PATH": str(tmp_path / "zenml"), "ZENML_ANALYTICS_OPT_IN": "false"}
     # multitask twice: a normal run, then one whose training diverges (lr 3): promotion must refuse it
-    runs = (("pretrain", PRETRAIN), ("baseline", BASELINES), ("nas", NAS), ("multitask", MULTITASK.replace("{lr}", "0.001")), ("multitask", MULTITASK.replace("{lr}", "3.0")))
+    runs = (("pretrain", PRETRAIN), ("baseline", BASELINES), ("nas", NAS), ("arte", ARTE), ("multitask", MULTITASK.replace("{lr}", "0.001")), ("multitask", MULTITASK.replace("{lr}", "3.0")))
     for name, body in runs:
         config = tmp_path / f"{name}.yaml"
         config.write_text(body.format(sample=SAMPLE, tmp=tmp_path) + COMMON.format(root=root))
@@ -184,6 +211,22 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     assert set(architecture["architecture"]) == {"se", "asr", *(f"nlu.{i}" for i in range(6))}
     assert set(architecture["architecture"].values()) <= {"frozen", "adapter", "finetune"}
     assert len(architecture["history"]) > 0 and found["nas_cascade"] and found["weights_plot"]
+
+    # tailored training data: the teacher aligned on the student trained without extra data, two generated
+    # sets of the same size (valid, spoken, nothing of nas_val or test), the three students on the test split
+    arte = found["arte"]
+    assert [(r["system"], r["generated"]) for r in arte["rows"]] == [("no_extra", 0), ("random", 12), ("tailored", 12)]
+    assert len({r["n"] for r in arte["rows"]}) == 1 and all(0 <= r["intent_acc"] <= 1 and 0 <= r["slu_f1"] <= 1 and r["wer"] >= 0 for r in arte["rows"])
+    assert arte["student_input"] == arte["student_no_extra"]
+    assert [h["items"] for h in arte["history"]["history"]] == [6, 3] and all(h["pairs"] == 1 for h in arte["history"]["history"])
+    assert arte["history"]["after"] != arte["history"]["before"] and arte["policy_plot"]
+    assert set(arte["policy"]["logits"]) == {"intent", "voice", "noise", "snr"} and set(arte["policy"]["logits"]["voice"]) == {"flite-slt-p+0-r1", "espeak-ng-en-us-p+0-r1"}
+    held_out = {" ".join(t.lower().split()) for t in arte["held_out_text"]}
+    for name, rows in arte["generated"].items():
+        assert len(rows) == 12 and arte["train_rows"][name] == arte["train"] + 12
+        assert all(r["slurp_id"] >= 90_000_000 and r["split"] == "train" and r["text"] not in held_out for r in rows)
+        assert all((root / "data" / "tiny" / r["noisy_path"]).is_file() and r["clean_path"].startswith(f"../arte/{name}-") for r in rows)
+    assert [r["text"] for r in arte["generated"]["random"]] != [r["text"] for r in arte["generated"]["tailored"]]
 
     # the public commands on the fine-tuned model version
     out = tmp_path / "predictions.jsonl"

@@ -37,7 +37,7 @@ class SamplingPolicy(torch.nn.Module):
 
     def effective_choices(self) -> dict[str, float]:
         """exp(entropy) per factor: how many values it effectively still chooses among (collapse shows here)."""
-        return {name: float(torch.special.entr(self.logits[name].softmax(-1)).sum().exp()) for name in self.values}
+        return {name: float(torch.special.entr(self.logits[name].detach().softmax(-1)).sum().exp()) for name in self.values}
 
     def logits_dict(self) -> dict[str, dict[str, float]]:
         """{factor: {value: logit}}: the policy as plain JSON (load it back with load_logits)."""
