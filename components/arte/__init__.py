@@ -2,8 +2,10 @@
 teacher is aligned to what helps. Plain Python and torch.
 
     templates.py  SLURP annotation templates and the fillers to re-fill them with
-    policy.py     the teacher's sampling policy (intent, voice, SNR) and its DPO alignment to preferences
+    policy.py     the teacher's sampling policy (intent, voice, noise, SNR) and its DPO alignment to preferences
     teacher.py    examples proposed by the policy: a SLURP record and the choices that made it
+    speech.py     the examples spoken (corpus builder) with the voice, noise and SNR they chose
+    student.py    the cascade as the student: a short update on a spoken batch, its loss on each preference item
     preferences.py  the student's gain from each candidate batch, the pairs, the discriminative items
     loop.py       rounds of propose -> measure the student's gains -> align the teacher
     plots.py      the policy before and after alignment, as a dashboard page
