@@ -59,6 +59,8 @@ def align_teacher(
     """ARTE's rounds on ``student`` (trained on the train split): candidate batches from the teacher, spoken
     and tried on copies of the student (``update_config``: a few stage-2 steps), ranked by the drop of its
     NLU loss on ``preference_pool`` utterances of nas_val, the teacher aligned on best vs worst."""
+    if nas_val.empty:
+        raise ValueError("the nas_val split is empty: ARTE measures the student's gains on nas_val utterances")
     teacher, speech = _teacher(slurp_jsonl, train, (nas_val, test), voices, snrs, noise_kinds, seed)
     preference = nas_val.sample(min(preference_pool, len(nas_val)), random_state=seed).reset_index(drop=True)
     cfg = ArteConfig.from_dict(arte_config)
@@ -99,6 +101,8 @@ def generate_examples(
     """``n`` spoken examples from the teacher with ``policy`` (align_teacher's; None = uniform, the random
     baseline), validated like the corpus, under data/arte/<name>-<digest>; their manifest rows (paths
     relative to the corpus folder) and the train split with them."""
+    if n < 1:
+        raise ValueError(f"n (examples to generate) must be at least 1, got {n}")
     teacher, speech = _teacher(slurp_jsonl, train, (nas_val, test), voices, snrs, noise_kinds, seed)
     if policy is not None:
         teacher.policy.load_logits(policy["logits"])
