@@ -383,3 +383,15 @@ def test_effective_choices_count_what_the_policy_still_chooses():
     with torch.no_grad():
         policy.logits["intent"].copy_(torch.tensor([0.0, 0.0, -30.0, -30.0]))
     assert policy.effective_choices()["intent"] == pytest.approx(2.0, abs=1e-6)
+
+
+def test_the_steps_refuse_an_empty_preference_set_and_nothing_to_generate():
+    import pandas as pd
+
+    from steps.arte import align_teacher, generate_examples
+
+    empty = pd.DataFrame(columns=["slurp_id", "text"])
+    with pytest.raises(ValueError, match="the nas_val split is empty"):
+        align_teacher.entrypoint(None, {}, empty, empty, empty, "manifest.jsonl", "slurp.jsonl", {}, {})
+    with pytest.raises(ValueError, match=r"n \(examples to generate\) must be at least 1, got 0"):
+        generate_examples.entrypoint(empty, empty, empty, "manifest.jsonl", "slurp.jsonl", 0)
