@@ -27,7 +27,7 @@ from components.data.speakers import Speaker
 
 
 def speech_config(speakers: Sequence[Speaker], snrs: Sequence[float], noises: Sequence[str], seed: int = 0, workers: int | None = None) -> CorpusConfig:
-    return CorpusConfig(speakers=list(speakers), snrs=[float(s) for s in snrs], noise_kinds=list(noises), seed=seed, workers=workers or os.cpu_count() or 1)
+    return CorpusConfig(speakers=list(speakers), snrs=[float(s) for s in snrs], noise_kinds=list(noises), seed=seed, **({"workers": workers} if workers else {}))
 
 
 def utterances(examples: Sequence[Example], cfg: CorpusConfig) -> list[Utterance]:
