@@ -189,7 +189,8 @@ def train_batch(manifest: Path) -> tuple[dict, list[int]]:
 def _build(module: str, cascade_dir: str | None):
     """(model, labels) for module; the speech models come from the saved cascade when given."""
     from components.models.asr import ASRConfig, ConformerCTC
-    from components.models.cascade import Cascade, load_cascade
+    from components.cascade_files import load_cascade
+    from components.models.cascade import Cascade
     from components.models.nlu import NluLabels, build_nlu
     from components.models.se import MaskEnhancer, SEConfig
 

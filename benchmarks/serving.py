@@ -62,7 +62,7 @@ ROUNDS = 5  # the service-overhead comparison's interleaved blocks
 def load_inputs(from_dir: str | None):
     """(cascade, bundle, where they came from)."""
     if from_dir:
-        from components.models.cascade import load_cascade
+        from components.cascade_files import load_cascade
         from components.multitask import TaskAdapters
 
         return load_cascade(Path(from_dir) / "cascade"), TaskAdapters(Path(from_dir) / "adapters"), {"from_dir": str(from_dir)}

@@ -1,6 +1,6 @@
 """The `cascadapt` command line (the application layer: components, plus ZenML where a model is named by version).
 
-`synth`, `validate`, `predict`, `score` and `adapters` are a public contract: keep names and flags stable.
+`synth`, `validate`, `predict`, `transcribe`, `score` and `adapters` are a public contract: keep names and flags stable.
 """
 
 from __future__ import annotations
@@ -94,10 +94,13 @@ def validate(manifest, labels, report, no_audio, allow_unlabelled) -> None:
 def _load_model(spec: str):
     """A cascade from a saved directory (cascade.json + cascade.safetensors), or from a ZenML model
     version named ``model[:version]`` (its finetuned_cascade, else its pretrained_cascade)."""
-    from components.models.cascade import load_cascade
+    from components.cascade_files import load_cascade
 
     if Path(spec).exists():
-        return load_cascade(spec)
+        try:
+            return load_cascade(spec)
+        except (FileNotFoundError, ValueError) as e:
+            raise click.ClickException(str(e)) from None
     from zenml.client import Client
 
     name, _, version = spec.partition(":")
@@ -144,6 +147,81 @@ def predict(model_spec, manifest, out, split, mode, batch_size) -> None:
             lines.append(json.dumps({"file": pred.file, "slurp_id": pred.slurp_id, "scenario": pred.scenario, "action": pred.action, "entities": entities, "transcript": transcript}))
     atomic_write_text(Path(out), "".join(line + "\n" for line in lines))
     click.echo(f"wrote {len(lines)} predictions to {out}")
+
+
+def _load_recogniser(spec: str, context: float | None):
+    """A Whisper backbone (a name such as whisper-tiny.en, a CTranslate2 or Hugging Face directory), a saved
+    cascade directory, or a ZenML model version; ``context`` (seconds) overrides the Whisper encoder window."""
+    from components.cascade_files import is_saved_cascade
+    from components.models.whisper.ct2 import CT2FormatError
+    from components.models.whisper.load import NAMED_MODELS, WhisperNotFound
+    from components.models.whisper.model import WhisperASR
+
+    if spec in NAMED_MODELS or (Path(spec).is_dir() and not is_saved_cascade(spec)):
+        try:
+            model = WhisperASR.pretrained(spec)
+        except (WhisperNotFound, CT2FormatError) as e:
+            raise click.ClickException(str(e)) from None
+    elif Path(spec).exists() or ":" in spec or not spec.startswith("whisper"):
+        model = _load_model(spec)
+    else:
+        raise click.ClickException(f"unknown Whisper model {spec!r}; names: {', '.join(NAMED_MODELS)}, or a directory")
+    asr = getattr(model, "asr", model)
+    if context is not None:
+        if not isinstance(asr, WhisperASR):
+            raise click.ClickException(f"--context applies to Whisper backbones; {spec} has a {asr.kind}")
+        asr.config.context_seconds = context
+    return model
+
+
+@main.command()
+@click.option("--model", "model_spec", default="whisper-tiny.en", show_default=True, help="A Whisper name (whisper-tiny.en, whisper-base, whisper-small), a Whisper directory (CTranslate2 or Hugging Face), a saved cascade directory, or a ZenML model version NAME[:VERSION].")
+@click.option("--manifest", type=click.Path(exists=True, dir_okay=False), required=True, help="A manifest with utt_id and noisy_path (and optionally slurp_id); paths relative to its folder.")
+@click.option("--out", type=click.Path(dir_okay=False), required=True, help="transcripts.jsonl: one {file, slurp_id, transcript} a recording (what `score --transcripts` reads).")
+@click.option("--text", "text_style", type=click.Choice(["raw", "slurp"]), default="slurp", show_default=True, help="raw: exactly what the model decodes; slurp: lower case, no punctuation, numbers spelled out.")
+@click.option("--context", type=click.FloatRange(min=0.5, max=30.0), default=None, help="Whisper encoder window in seconds (30 = Whisper's own reference window; default: the model's, 10 s).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
+def transcribe(model_spec, manifest, out, text_style, context, batch_size) -> None:
+    """Transcribe every recording of MANIFEST; one line a recording."""
+    import json
+
+    import soundfile as sf
+    from tqdm.auto import tqdm
+
+    from components.data.atomic import atomic_write_text
+    from components.data.manifest import ManifestError, read_manifest, resolve_audio
+    from components.models.transcription import transcribe_waves
+    from components.models.whisper.model import AudioTooLong, WhisperASR
+    from components.serving.audio import to_model_rate
+
+    try:
+        rows = read_manifest(manifest, required=("utt_id", "noisy_path")).to_dict("records")
+    except ManifestError as e:
+        raise click.ClickException(str(e)) from None
+    model = _load_recogniser(model_spec, context)
+    asr = getattr(model, "asr", model)
+    waves = []
+    for line, row in enumerate(rows, start=1):
+        path = resolve_audio(manifest, row["noisy_path"])
+        try:
+            audio, rate = sf.read(path, dtype="float32", always_2d=True)
+        except (OSError, RuntimeError) as e:
+            raise click.ClickException(f"{manifest} row {line} (utt_id {row['utt_id']}): cannot read {path}: {e}") from None
+        wave = to_model_rate(audio.mean(axis=1), rate)
+        if isinstance(asr, WhisperASR):
+            try:
+                asr.check_durations([wave.numel()])
+            except AudioTooLong as e:
+                raise click.ClickException(f"{manifest} row {line} (utt_id {row['utt_id']}, {path}): {str(e).removeprefix('row 0: ')}") from None
+        waves.append(wave)
+    with tqdm(total=len(waves), desc="transcribe", unit="clip") as bar:
+        texts = transcribe_waves(model, waves, batch_size, text_style, on_batch=bar.update)
+    lines = []
+    for row, transcript in zip(rows, texts):
+        slurp_id = row.get("slurp_id")
+        lines.append(json.dumps({"file": row["utt_id"], "slurp_id": None if slurp_id is None else int(slurp_id), "transcript": transcript}))
+    atomic_write_text(Path(out), "".join(line + "\n" for line in lines))
+    click.echo(f"wrote {len(lines)} transcripts to {out}")
 
 
 @main.command()

@@ -45,16 +45,14 @@ def demo_items(n: int) -> list[dict]:
     from components.data.slurp import read_records
     from components.data.speakers import Speaker
     from components.data.tts import synthesize
-    from components.models.text import CharVocab
 
     records = read_records(SAMPLE)[:n]
-    vocab = CharVocab()
     with tempfile.TemporaryDirectory(prefix="cascadapt-ddp-demo-") as tmp:
         paths = [Path(tmp) / f"{r.slurp_id}.flac" for r in records]
         synthesize(Speaker(*DEMO_VOICE), [r.sentence for r in records], paths)
         waves = [torch.from_numpy(sf.read(p, dtype="float32")[0]) for p in paths]
     return [
-        {"clean": w, "noisy": w, "targets": vocab.encode(r.sentence), "meta": {"utt_id": str(r.slurp_id), "text": r.sentence}}
+        {"clean": w, "noisy": w, "meta": {"utt_id": str(r.slurp_id), "text": r.sentence}}
         for r, w in zip(records, waves)
     ]
 

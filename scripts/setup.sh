@@ -16,6 +16,9 @@ done
 [ -d /usr/share/festival/voices/english/kal_diphone ] || missing+=(festvox-kallpc16k)
 [ -d /usr/share/festival/voices/english/ked_diphone ] || missing+=(festvox-kdlpc16k)
 [ -d /usr/share/festival/voices/us/cmu_us_slt_arctic_hts ] || missing+=(festvox-us-slt-hts)
+# real recorded speech for the Whisper tests (BSD; CC-BY-SA): 14 read clips, one telephone voice
+[ -d /usr/share/pocketsphinx/test/data/librivox ] || missing+=(pocketsphinx-testdata)
+[ -d /usr/share/asterisk/sounds/en_US_f_Allison ] || missing+=(asterisk-core-sounds-en-wav)
 if ! command -v python3.11 >/dev/null; then
   missing+=(python3.11 python3.11-venv)
 elif ! command -v uv >/dev/null && ! python3.11 -c "import ensurepip" 2>/dev/null; then

@@ -14,7 +14,8 @@ from zenml.materializers.base_materializer import BaseMaterializer
 from zenml.utils import io_utils
 
 from components.metrics.params import count_parameters
-from components.models.cascade import Cascade, load_cascade, save_cascade
+from components.cascade_files import load_cascade, save_cascade
+from components.models.cascade import Cascade
 from components.multitask.bundle import TaskAdapters
 
 

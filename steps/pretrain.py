@@ -18,7 +18,7 @@ from zenml.types import HTMLString
 from components.data.dataset import SpeechDataset
 from components.data.slurp import read_slurp
 from components.data.splits import split_of
-from components.models.asr import ASRConfig, ConformerCTC
+from components.models.backbone import build_backbone
 from components.models.cascade import Cascade
 from components.models.nlu import NluLabels, build_nlu
 from components.models.se import MaskEnhancer, SEConfig
@@ -34,10 +34,12 @@ def _speech(train: pd.DataFrame, nas_val: pd.DataFrame, manifest_path: str) -> t
 
 @step
 def init_cascade(asr: dict, se: dict, use_se: bool = True, seed: int = 0) -> Annotated[Cascade, "cascade_init"]:
-    """A fresh cascade: random SE and ASR, the pre-trained MiniLM with fresh heads over SLURP's labels."""
+    """A fresh cascade: random SE, the ASR backbone ``asr`` names ({"kind": "whisper", "source": ...} loads
+    pre-trained Whisper; {"kind": "conformer_ctc", ...sizes} is a fresh Conformer-CTC), the pre-trained
+    MiniLM with fresh heads over SLURP's labels."""
     torch.manual_seed(seed)
     labels = NluLabels.from_label_set()
-    return Cascade(MaskEnhancer(SEConfig(**se)) if use_se else None, ConformerCTC(ASRConfig(**asr)), build_nlu(labels), labels)
+    return Cascade(MaskEnhancer(SEConfig(**se)) if use_se else None, build_backbone(asr), build_nlu(labels), labels)
 
 
 @step

@@ -15,7 +15,7 @@ from components.data.dataset import SpeechDataset
 from components.models.cascade import Cascade
 from components.nas import Architecture, SearchConfig, attach_cells
 from components.nas.plots import architecture_weights_html, pareto_html
-from components.training import recipes
+from components.nas import recipes as nas_recipes
 from steps.results import COLUMNS
 from steps.materializers import CascadeMaterializer  # noqa: F401  (registers the materializer for Cascade)
 from steps.training import checkpoint_folder, make_train_config, train_and_log
@@ -44,7 +44,7 @@ def nas_search(
         config.lam = lam
     settings = {**asdict(config), "space": space, "adapters": adapters, "frozen_cost": frozen_cost, "blocks": list(blocks)}
     config.checkpoint_dir = checkpoint_folder(checkpoint_dir, f"search_{space.lower()}", settings)
-    arch, result = recipes.search_cascade(cascade, SpeechDataset(train, root), SpeechDataset(nas_val, root), config, space, adapters, frozen_cost, blocks)
+    arch, result = nas_recipes.search_cascade(cascade, SpeechDataset(train, root), SpeechDataset(nas_val, root), config, space, adapters, frozen_cost, blocks)
     architecture = {"space": space, "frozen_cost": frozen_cost, "lambda": config.lam, "blocks": list(blocks), **json.loads(arch.to_json(result.history))}
     log_metadata({"architecture": result.architecture, "trainable_fraction": architecture["trainable_fraction"], "search_steps": result.steps,
                   "resumed_from": -1 if result.resumed_from is None else result.resumed_from})
@@ -78,7 +78,7 @@ def train_architecture(
     """Stage 2: the architecture fixed, only the chosen candidates (and the bridge) train."""
     root = Path(manifest_path).parent
     cfg = make_train_config(train_config, checkpoint_dir, name)
-    curves = train_and_log(name, lambda cb: recipes.train_cascade_architecture(cascade, architecture["architecture"], SpeechDataset(train, root), SpeechDataset(nas_val, root), cfg, cb))
+    curves = train_and_log(name, lambda cb: nas_recipes.train_cascade_architecture(cascade, architecture["architecture"], SpeechDataset(train, root), SpeechDataset(nas_val, root), cfg, cb))
     return cascade, curves
 
 

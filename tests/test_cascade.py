@@ -11,7 +11,9 @@ from components.data.manifest import read_manifest
 from components.data.slurp import read_slurp
 from components.data.speakers import Speaker
 from components.models.asr import ASRConfig, ConformerCTC
-from components.models.cascade import Cascade, align_tags, cascade_loss, hypothesis_words, load_cascade, pool_words, save_cascade, tags_from_fillers
+from components.cascade_files import load_cascade, save_cascade
+from components.models.asr import hypothesis_words
+from components.models.cascade import Cascade, align_tags, cascade_loss, pool_words, slurp_pieces, tags_from_fillers
 from components.models.nlu import NluLabels, build_nlu
 from components.models.se import MaskEnhancer
 from components.models.text import CharVocab
@@ -39,7 +41,8 @@ def test_hypothesis_words_and_pooling():
     v = CharVocab()
     ids = lambda s: [v.index[c] for c in s]  # noqa: E731
     path = [0] + ids("hh") + [0] + ids("i ") + [0, 0] + ids("mom's") + [0]
-    words = hypothesis_words(path, v)
+    assert hypothesis_words(path, v) == [("hi", 1, 5), ("mom's", 8, 14)]
+    words = slurp_pieces(hypothesis_words(path, v))  # the cascade splits clitics as SLURP does
     assert words == [("hi", 1, 5), ("mom", 8, 14), ("'s", 8, 14)]
     states = torch.arange(2 * 14 * 3, dtype=torch.float).reshape(2, 14, 3)
     pooled, mask = pool_words(states, [[(a, b) for _, a, b in words], []])
@@ -60,7 +63,7 @@ def test_tags_transfer_through_alignment():
 
 def test_nlu_loss_reaches_every_module(cascade, batch):
     cascade.zero_grad()
-    loss, parts = cascade_loss(cascade, batch, {"ctc": 0.0, "se": 0.0})
+    loss, parts = cascade_loss(cascade, batch, {"asr": 0.0, "se": 0.0})
     loss.backward()
     assert set(parts) == {"nlu"}
     for name in ("se", "asr", "bridge", "nlu"):
@@ -84,10 +87,18 @@ def test_both_modes_predict_slurp_records(cascade, batch, tmp_path):
 def test_save_load_round_trip(cascade, batch, tmp_path):
     cascade.eval()
     save_cascade(cascade, tmp_path / "model")
-    assert json.loads((tmp_path / "model/cascade.json").read_text())["format"] == "cascadapt-cascade/1"
+    config = json.loads((tmp_path / "model/cascade.json").read_text())
+    assert config["format"] == "cascadapt-cascade/2" and config["asr"]["kind"] == "conformer_ctc"
     assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("*.bin"))
     loaded = load_cascade(tmp_path / "model")
     with torch.no_grad():
         a, b = cascade(batch["noisy"], batch["lengths"]), loaded(batch["noisy"], batch["lengths"])
     assert torch.equal(a["nlu"]["scenario_logits"], b["nlu"]["scenario_logits"])
     assert a["words"] == b["words"]
+    # format 1 (before the backbone interface: no kind) still loads, as a Conformer-CTC
+    config["format"] = "cascadapt-cascade/1"
+    del config["asr"]["kind"]
+    (tmp_path / "model/cascade.json").write_text(json.dumps(config))
+    old = load_cascade(tmp_path / "model")
+    with torch.no_grad():
+        assert torch.equal(old(batch["noisy"], batch["lengths"])["nlu"]["scenario_logits"], a["nlu"]["scenario_logits"])

@@ -264,7 +264,7 @@ def test_search_on_the_cascade_runs_every_module(speech, tmp_path):
     assert cascade.asr.mode == "fixed" and not any(p.requires_grad for p in cascade.se.parameters())
 
     # a searched cascade saves and loads like any cascade (safetensors + JSON), cells and choices included
-    from components.models.cascade import load_cascade, save_cascade
+    from components.cascade_files import load_cascade, save_cascade
 
     cascade.eval()
     with torch.no_grad():
@@ -280,7 +280,8 @@ def test_block_cells_choose_per_layer_and_round_trip(speech, tmp_path):
     lies inside its block, a mixed architecture trains exactly its choices and saves and loads."""
     from components.data.dataset import collate
     from components.models.asr import ASRConfig, ConformerCTC
-    from components.models.cascade import Cascade, load_cascade, save_cascade
+    from components.cascade_files import load_cascade, save_cascade
+    from components.models.cascade import Cascade
     from components.models.nlu import NluLabels, build_nlu
     from components.nas import attach_cells
     from components.nas.cascade import find_cells, trainable_parameters

@@ -189,7 +189,7 @@ def test_the_runtime_runs_torch_on_one_thread_whoever_calls(runtime, utterances)
 
 
 def test_a_full_finetuning_bundle_is_refused_with_the_reason(model_dir, tmp_path):
-    from components.models.cascade import load_cascade
+    from components.cascade_files import load_cascade
 
     cascade = load_cascade(model_dir / "cascade")
     TaskAdapters.save_full_task(cascade.asr, tmp_path, "alice")

@@ -24,7 +24,7 @@ from components.data.dataset import SpeechDataset, collate
 from components.models.cascade import Cascade
 from components.models.nlu import nlu_loss
 from components.training.loop import TrainConfig, resolve_device
-from components.training.recipes import train_cascade_architecture
+from components.nas.recipes import train_cascade_architecture
 
 
 @torch.no_grad()

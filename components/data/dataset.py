@@ -12,28 +12,25 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import Dataset
 
-from components.models.text import CharVocab
-
 
 class SpeechDataset(Dataset):
     """Rows of a manifest; audio paths resolve against ``root`` (the manifest's folder).
 
-    Each item: noisy and clean waveforms (L,), their length, the transcript as
-    CTC targets, and the row's metadata (utt_id, slurp_id, text, scenario,
-    action, entities; task: the multi-task run's name for the row's group) for the NLU and the scorers.
+    Each item: noisy and clean waveforms (L,) and the row's metadata (utt_id, slurp_id, text,
+    scenario, action, entities; task: the multi-task run's name for the row's group) for the NLU
+    and the scorers. ASR targets are the backbone's business (``asr.encode_targets(texts)``).
     """
 
-    def __init__(self, manifest: pd.DataFrame, root: str | Path, vocab: CharVocab | None = None) -> None:
+    def __init__(self, manifest: pd.DataFrame, root: str | Path) -> None:
         self.rows = manifest.reset_index(drop=True).to_dict("records")
         self.root = Path(root)
-        self.vocab = vocab or CharVocab()
         self.lengths = [float(row["duration"]) for row in self.rows]  # seconds, for length bucketing
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def where(self, column: str, *values) -> "SpeechDataset":
-        """The rows whose ``column`` is one of ``values`` (same root and vocabulary)."""
+        """The rows whose ``column`` is one of ``values`` (same root)."""
         subset = copy.copy(self)
         subset.rows = [row for row in self.rows if row[column] in values]
         subset.lengths = [float(row["duration"]) for row in subset.rows]
@@ -52,18 +49,15 @@ class SpeechDataset(Dataset):
         return {
             "clean": clean,
             "noisy": noisy,
-            "targets": self.vocab.encode(row["text"]),
             "meta": {k: row[k] for k in ("utt_id", "slurp_id", "text", "scenario", "action", "speaker")} | {"entities": entities, "task": row.get("task", row["speaker"])},
         }
 
 
 def collate(items: list[dict]) -> dict:
-    """Pad to the longest item: clean/noisy (B, L), lengths (B,), targets (B, S), target_lengths (B,)."""
+    """Pad to the longest item: clean/noisy (B, L), lengths (B,), meta (B dicts)."""
     return {
         "clean": pad_sequence([it["clean"] for it in items], batch_first=True),
         "noisy": pad_sequence([it["noisy"] for it in items], batch_first=True),
         "lengths": torch.tensor([it["clean"].numel() for it in items]),
-        "targets": pad_sequence([it["targets"] for it in items], batch_first=True),
-        "target_lengths": torch.tensor([it["targets"].numel() for it in items]),
         "meta": [it["meta"] for it in items],
     }

@@ -5,7 +5,9 @@
     --torchaudio Conformer x N--> states (B, T', d) --Linear--> logits (B, T', V)
 
 Trained with CTC over CharVocab (blank = 0). Greedy decoding here; beam search
-with a lexicon and an n-gram LM lives in components/models/beam.py.
+with a lexicon and an n-gram LM lives in components/models/beam.py. As an ASR
+backbone (components/models/backbone.py) its states are the encoder frames and a
+word is the span of frames from its first to its last character of the greedy path.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import torchaudio
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 
+from components.models.backbone import ASRBackbone, register_backbone
 from components.models.text import CharVocab
 
 HOP = 160  # samples per 10 ms frame at 16 kHz
@@ -76,10 +79,14 @@ class ConvSubsampling(nn.Module):
         return x, frames.clamp(min=1)
 
 
-class ConformerCTC(nn.Module):
+@register_backbone
+class ConformerCTC(ASRBackbone):
+    kind = "conformer_ctc"
+    config_cls = ASRConfig
+
     def __init__(self, cfg: ASRConfig | None = None, vocab: CharVocab | None = None) -> None:
         super().__init__()
-        self.cfg = cfg = cfg or ASRConfig()
+        self.config = cfg = cfg or ASRConfig()
         self.vocab = vocab or CharVocab()
         self.features = LogMel(cfg.n_mels)
         self.subsampling = ConvSubsampling(cfg.n_mels, cfg.subsampling_channels, cfg.d_model)
@@ -103,10 +110,24 @@ class ConformerCTC(nn.Module):
             return None
         return (args[0] * self._valid_frames,)  # (B, C, T')
 
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> dict[str, torch.Tensor]:
-        """wave (B, L), lengths (B,) in samples -> logits (B, T', V), states (B, T', d), lengths (B,).
+    @property
+    def hidden_size(self) -> int:
+        return self.config.d_model
 
-        Each utterance's output does not depend on the padding of its batch."""
+    def encode_targets(self, texts) -> tuple[torch.Tensor, torch.Tensor]:
+        """CharVocab ids per text -> (B, S) padded with the blank, lengths (B,)."""
+        rows = [self.vocab.encode(t) for t in texts]
+        return pad_sequence(rows, batch_first=True), torch.tensor([r.numel() for r in rows])
+
+    def loss(self, out: dict, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
+        return ctc_loss(out, targets, target_lengths)
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor, targets=None, target_lengths=None, words: bool = True) -> dict:
+        """wave (B, L), lengths (B,) in samples -> logits (B, T', V), states (B, T', d), lengths (B,);
+        with ``words``: the greedy path's words with their frame spans, and its text.
+
+        Each utterance's output does not depend on the padding of its batch. The targets are not needed
+        (CTC reads the logits)."""
         feats, frames = self.features(wave, lengths)
         x, frames = self.subsampling(feats, frames)
         frames = frames.clamp(max=x.shape[1])
@@ -115,7 +136,11 @@ class ConformerCTC(nn.Module):
             states, frames = self.encoder(x, frames)
         finally:
             self._valid_frames = None
-        return {"logits": self.ctc_head(states), "states": states, "lengths": frames}
+        out = {"logits": self.ctc_head(states), "states": states, "lengths": frames}
+        if words:
+            out["words"] = [hypothesis_words(p, self.vocab) for p in greedy_paths(out["logits"].detach(), frames)]
+            out["texts"] = [" ".join(w for w, _, _ in h) for h in out["words"]]
+        return out
 
 
 def ctc_loss(out: dict[str, torch.Tensor], targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
@@ -137,6 +162,25 @@ def collapse(path: list[int], blank: int = 0) -> list[int]:
             out.append(s)
         prev = s
     return out
+
+
+def hypothesis_words(path: list[int], vocab: CharVocab) -> list[tuple[str, int, int]]:
+    """Words of a greedy CTC path with their frame spans [start, end): [(word, start, end), ...]."""
+    space = vocab.index[" "]
+    words, chars, start, prev = [], [], None, None
+    for t, s in enumerate(path + [space]):
+        if s == vocab.blank:
+            prev = s
+            continue
+        if s == space:
+            if chars:
+                words.append(("".join(chars), start, t))
+            chars, start = [], None
+        elif s != prev:
+            chars.append(vocab.symbols[s])
+            start = t if start is None else start
+        prev = s
+    return words
 
 
 def greedy_decode(out: dict[str, torch.Tensor], vocab: CharVocab) -> list[str]:

@@ -1,65 +1,30 @@
 """The SE -> ASR -> NLU cascade, differentiable end to end.
 
-    noisy (B, L) --SE--> enhanced (B, L) --ASR--> states (B, T', d), logits (B, T', V)
-      greedy CTC path -> hypothesised words, each a span of frames
+    noisy (B, L) --SE--> enhanced (B, L) --ASR backbone--> states (B, S, d) and the 1-best words,
+      each a span of states (Conformer-CTC: encoder frames of the greedy path's characters;
+      Whisper: decoder states teacher-forced on the 1-best tokens)
       states pooled per word (B, W, d) --bridge Linear--> (B, W, 384) --NLU (inputs_embeds)-->
       scenario (B, S), action (B, A), tags (B, W, T)
 
-The word segmentation is discrete (from the 1-best path), but the pooled
-states are not: NLU losses reach the bridge, the ASR encoder and the SE.
-`mode="text"` is the classic cascade (ASR 1-best text -> NLU tokenizer), the
-baseline without that gradient path.
+The word segmentation is discrete (from the 1-best), but the pooled states are not: NLU
+losses reach the bridge, the ASR and the SE. `mode="text"` is the classic cascade (ASR
+1-best text -> NLU tokenizer), the baseline without that gradient path. The ASR is any
+components.models.backbone.ASRBackbone; saving and loading live in components/cascade_files.py.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict
-from pathlib import Path
 from typing import Sequence
 
 import torch
 from torch import nn
 
 from components.data.slurp import Entity, Prediction
-from components.models.asr import ASRConfig, ConformerCTC, greedy_paths
-from components.models.nlu import (
-    HIDDEN,
-    IGNORE,
-    NluLabels,
-    NluModel,
-    build_nlu,
-    decode,
-    encode_texts,
-    load_state_dict_file,
-    save_state_dict,
-    split_words,
-)
-from components.models.se import MaskEnhancer, SEConfig
+from components.models.backbone import ASRBackbone
+from components.models.nlu import HIDDEN, IGNORE, NluLabels, NluModel, decode, encode_texts, nlu_loss, split_words
+from components.models.se import MaskEnhancer, se_loss
 
 MODULES = ("se", "asr", "bridge", "nlu")
-
-
-def hypothesis_words(path: list[int], vocab) -> list[tuple[str, int, int]]:
-    """Words of a greedy CTC path with their frame spans [start, end): [(word, start, end), ...].
-
-    Clitics are split as SLURP tokenises ("mom's" -> "mom", "'s"); both pieces share the span.
-    """
-    space = vocab.index[" "]
-    words, chars, start, prev = [], [], None, None
-    for t, s in enumerate(path + [space]):
-        if s == vocab.blank:
-            prev = s
-            continue
-        if s == space:
-            if chars:
-                words.append(("".join(chars), start, t))
-            chars, start = [], None
-        elif s != prev:
-            chars.append(vocab.symbols[s])
-            start = t if start is None else start
-        prev = s
-    return [(piece, a, b) for word, a, b in words for piece in split_words(word)]
 
 
 def pool_words(states: torch.Tensor, spans: Sequence[Sequence[tuple[int, int]]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -127,22 +92,27 @@ def align_tags(hyp: Sequence[str], ref: Sequence[str], ref_tags: Sequence[str]) 
     return tags
 
 
+def slurp_pieces(words: Sequence[tuple[str, int, int]]) -> list[tuple[str, int, int]]:
+    """Clitics split as SLURP tokenises ("mom's" -> "mom", "'s"); both pieces keep the word's span."""
+    return [(piece, a, b) for word, a, b in words for piece in split_words(word)]
+
+
 class Cascade(nn.Module):
-    def __init__(self, se: MaskEnhancer | None, asr: ConformerCTC, nlu: NluModel, labels: NluLabels) -> None:
+    def __init__(self, se: MaskEnhancer | None, asr: ASRBackbone, nlu: NluModel, labels: NluLabels) -> None:
         super().__init__()
         self.se, self.asr, self.nlu, self.labels = se, asr, nlu, labels
-        self.bridge = nn.Linear(asr.cfg.d_model, HIDDEN)
+        self.bridge = nn.Linear(asr.hidden_size, HIDDEN)
 
-    def transcribe(self, noisy: torch.Tensor, lengths: torch.Tensor) -> dict:
-        """SE and ASR only: {enhanced, asr: {...}, hyps: B lists of (word, start, end)}."""
+    def transcribe(self, noisy: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor | None = None, target_lengths: torch.Tensor | None = None) -> dict:
+        """SE and ASR only: {enhanced, asr: {...}, hyps: B lists of (word, start, end)}; targets (from
+        asr.encode_targets) when the ASR loss is wanted."""
         enhanced = self.se(noisy, lengths) if self.se is not None else noisy
-        asr_out = self.asr(enhanced, lengths)
-        hyps = [hypothesis_words(p, self.asr.vocab) for p in greedy_paths(asr_out["logits"].detach(), asr_out["lengths"])]
-        return {"enhanced": enhanced, "asr": asr_out, "hyps": hyps}
+        asr_out = self.asr(enhanced, lengths, targets, target_lengths)
+        return {"enhanced": enhanced, "asr": asr_out, "hyps": [slurp_pieces(h) for h in asr_out["words"]]}
 
-    def forward(self, noisy: torch.Tensor, lengths: torch.Tensor) -> dict:
+    def forward(self, noisy: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor | None = None, target_lengths: torch.Tensor | None = None) -> dict:
         """noisy (B, L) -> {enhanced, asr: {...}, words: B lists of str, nlu: {...}}."""
-        out = self.transcribe(noisy, lengths)
+        out = self.transcribe(noisy, lengths, targets, target_lengths)
         pooled, word_mask = pool_words(out["asr"]["states"], [[(a, b) for _, a, b in h] for h in out["hyps"]])
         nlu_out = self.nlu(inputs_embeds=self.bridge(pooled), word_mask=word_mask, add_special_tokens=True)
         return {"enhanced": out["enhanced"], "asr": out["asr"], "words": [[w for w, _, _ in h] for h in out["hyps"]], "nlu": nlu_out}
@@ -194,60 +164,31 @@ class Cascade(nn.Module):
         return results
 
 
-def cascade_loss(model: Cascade, batch: dict, weights: dict[str, float] | None = None) -> tuple[torch.Tensor, dict]:
-    """Weighted sum of the NLU loss and, as auxiliary terms, CTC and SE losses; also the parts as floats."""
-    from components.models.asr import ctc_loss
-    from components.models.nlu import nlu_loss
-    from components.models.se import se_loss
+def asr_targets(asr: ASRBackbone, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    """The backbone's training targets for the batch's transcripts, on the batch's device."""
+    targets, lengths = asr.encode_targets([m["text"] for m in batch["meta"]])
+    device = batch["lengths"].device
+    return targets.to(device), lengths.to(device)
 
-    w = {"nlu": 1.0, "ctc": 0.5, "se": 0.5} | (weights or {})
-    out = model(batch["noisy"], batch["lengths"])
+
+LOSS_WEIGHTS = {"nlu": 1.0, "asr": 0.5, "se": 0.5}
+
+
+def cascade_loss(model: Cascade, batch: dict, weights: dict[str, float] | None = None) -> tuple[torch.Tensor, dict]:
+    """Weighted sum of the NLU loss and, as auxiliary terms, the ASR's own loss (CTC, token cross-entropy)
+    and the SE loss; also the parts as floats. ``weights`` keys: nlu, asr, se."""
+    unknown = sorted(set(weights or {}) - set(LOSS_WEIGHTS))
+    if unknown:
+        raise ValueError(f"unknown loss weight(s) {unknown}; use {sorted(LOSS_WEIGHTS)}")
+    w = LOSS_WEIGHTS | (weights or {})
+    targets, target_lengths = asr_targets(model.asr, batch) if w["asr"] else (None, None)
+    out = model(batch["noisy"], batch["lengths"], targets, target_lengths)
     nlu_out = out["nlu"]
-    targets = model.nlu_targets(out["words"], batch["meta"], nlu_out["tag_logits"].shape[1])
-    parts = {"nlu": nlu_loss(nlu_out, {**targets, "word_mask": nlu_out["word_mask"]})}
-    if w["ctc"]:
-        parts["ctc"] = ctc_loss(out["asr"], batch["targets"], batch["target_lengths"])
+    tags = model.nlu_targets(out["words"], batch["meta"], nlu_out["tag_logits"].shape[1])
+    parts = {"nlu": nlu_loss(nlu_out, {**tags, "word_mask": nlu_out["word_mask"]})}
+    if w["asr"]:
+        parts["asr"] = model.asr.loss(out["asr"], targets, target_lengths)
     if w["se"] and model.se is not None:
         parts["se"] = se_loss(out["enhanced"], batch["clean"], batch["lengths"], model.se)
     total = sum(w[k] * v for k, v in parts.items())
     return total, {k: float(v.detach()) for k, v in parts.items()}
-
-
-# --------------------------------------------------------------------------- save / load (safetensors only)
-
-
-def save_cascade(model: Cascade, directory: str | Path) -> Path:
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    config = {
-        "format": "cascadapt-cascade/1",
-        "se": asdict(model.se.cfg) if model.se is not None else None,
-        "asr": model.asr.cfg.to_dict(),
-        "labels": model.labels.to_dict(),
-    }
-    from components.nas.cascade import cells_config  # here, not at the top: nas builds on this module
-
-    cells = cells_config(model)
-    if cells is not None:
-        config["cells"] = cells  # architecture-search cells (adapters, fine-tune deltas) to rebuild before loading
-    save_state_dict(model, directory / "cascade.safetensors")
-    (directory / "cascade.json").write_text(json.dumps(config, indent=1) + "\n")
-    return directory
-
-
-def load_cascade(directory: str | Path, device: str | torch.device = "cpu") -> Cascade:
-    """Rebuild from cascade.json (the shipped MiniLM config) and load weights with safetensors."""
-    directory = Path(directory)
-    config_path = directory / "cascade.json"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{directory} is not a saved cascade (no cascade.json)")
-    config = json.loads(config_path.read_text())
-    labels = NluLabels.from_dict(config["labels"])
-    se = MaskEnhancer(SEConfig(**config["se"])) if config["se"] else None
-    model = Cascade(se, ConformerCTC(ASRConfig(**config["asr"])), build_nlu(labels, pretrained=False), labels)
-    if config.get("cells"):
-        from components.nas.cascade import restore_cells
-
-        restore_cells(model, config["cells"])
-    load_state_dict_file(model, directory / "cascade.safetensors", device=device)
-    return model.to(device).eval()

@@ -539,7 +539,9 @@ def save_state_dict(module: nn.Module, path: str | os.PathLike) -> None:
 
 
 def load_state_dict_file(module: nn.Module, path: str | os.PathLike, device: str | torch.device = "cpu") -> None:
-    """Load a file written by :func:`save_state_dict` into ``module`` (strict; safetensors only)."""
+    """Load a file written by :func:`save_state_dict` into ``module`` (strict; safetensors only).
+
+    A module built on the meta device (no memory, no random init) takes the file's tensors as its own."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -548,7 +550,7 @@ def load_state_dict_file(module: nn.Module, path: str | os.PathLike, device: str
     state = load_file(str(path), device=str(device))
     for alias, source in aliases.items():
         state[alias] = state[source]
-    module.load_state_dict(state, strict=True)
+    module.load_state_dict(state, strict=True, assign=any(p.is_meta for p in module.parameters()))
 
 
 def save_nlu(model: NluModel, labels: NluLabels, directory: str | os.PathLike, tokenizer=None) -> Path:

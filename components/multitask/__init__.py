@@ -10,9 +10,9 @@ from components.multitask.bundle import ADAPTER, TaskAdapters
 from components.multitask.evaluate import evaluate_tasks
 from components.multitask.summary import comparison_html, parameters_html, parameters_vs_tasks, pick_winner, summarize
 from components.multitask.tasks import TASK, assign_tasks, task_names
-from components.multitask.train import NEW_TASK_VARIANTS, add_task, finetune_per_task, routed_ctc_loss, train_task_adapters
+from components.multitask.train import NEW_TASK_VARIANTS, add_task, finetune_per_task, routed_asr_loss, train_task_adapters
 
 __all__ = [
     "ADAPTER", "NEW_TASK_VARIANTS", "TASK", "TaskAdapters", "add_task", "assign_tasks", "comparison_html", "evaluate_tasks", "finetune_per_task",
-    "parameters_html", "parameters_vs_tasks", "pick_winner", "routed_ctc_loss", "summarize", "task_names", "train_task_adapters",
+    "parameters_html", "parameters_vs_tasks", "pick_winner", "routed_asr_loss", "summarize", "task_names", "train_task_adapters",
 ]

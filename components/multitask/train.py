@@ -19,18 +19,18 @@ from components.models.cascade import Cascade
 from components.multitask.bundle import ADAPTER, TaskAdapters
 from components.multitask.tasks import TASK
 from components.training.loop import TrainConfig, TrainResult, train
-from components.training.recipes import MetricsFn, enhanced_ctc_loss, validation_fn
+from components.training.recipes import MetricsFn, enhanced_asr_loss, validation_fn
 
 NEW_TASK_VARIANTS = ("head", "mhr_z", "mhr_mu")  # how a new task joins: HRA's new head; MHR's routing only; MHR's averaged inventory as its LoRA
 
 
-def routed_ctc_loss(cascade: Cascade, b: dict):
-    """enhanced_ctc_loss with each row routed to its task's parameters."""
+def routed_asr_loss(cascade: Cascade, b: dict):
+    """enhanced_asr_loss with each row routed to its task's parameters."""
     get_adapter(cascade, ADAPTER).set_task([m[TASK] for m in b["meta"]])
-    return enhanced_ctc_loss(cascade, b)
+    return enhanced_asr_loss(cascade, b)
 
 
-def _fit(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn, loss=routed_ctc_loss) -> TrainResult:
+def _fit(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn, loss=routed_asr_loss) -> TrainResult:
     with frozen_norm_statistics(cascade):  # the backbone's batch-norm statistics are part of what every task shares
         return train(cascade, loss, train_ds, cfg, collate_fn=collate, val_fn=validation_fn(val_ds, lambda m, b: {"val_loss": loss(m, b)}, cfg), on_metrics=on_metrics)
 
@@ -94,7 +94,7 @@ def finetune_per_task(
         for name, p in model.named_parameters():
             p.requires_grad_(name.startswith("asr."))
         task_cfg = replace(cfg, checkpoint_dir=str(Path(cfg.checkpoint_dir) / task) if cfg.checkpoint_dir else None)
-        results[task] = _fit(model, train_ds.where(TASK, task), _validation_rows(val_ds, train_ds, task), task_cfg, on_metrics, loss=enhanced_ctc_loss)
+        results[task] = _fit(model, train_ds.where(TASK, task), _validation_rows(val_ds, train_ds, task), task_cfg, on_metrics, loss=enhanced_asr_loss)
         TaskAdapters.save_full_task(model.asr, root, task)
     asr_parameters = sum(p.numel() for p in cascade.asr.parameters())
     return TaskAdapters.create(Path(root), system, "full", list(tasks), backbone, task_parameters=asr_parameters), results

@@ -14,7 +14,8 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from components.adapters import get_adapter
-from components.models.cascade import Cascade, load_cascade, save_cascade
+from components.cascade_files import load_cascade, save_cascade
+from components.models.cascade import Cascade
 from components.multitask.bundle import ADAPTER, TaskAdapters
 from components.serving.audio import RequestError
 from components.serving.torch_thread import run_on_torch_thread

@@ -12,8 +12,8 @@ from components.data.dataset import SpeechDataset, collate
 from components.data.slurp import Entity, Prediction, SlurpRecord
 from components.metrics.asr import cer, wer
 from components.metrics.slu import align, slu_metrics
-from components.models.asr import ConformerCTC, ctc_loss
-from components.models.cascade import Cascade, align_words, cascade_loss, pool_words
+from components.models.backbone import ASRBackbone
+from components.models.cascade import Cascade, align_words, asr_targets, cascade_loss, pool_words
 from components.models.nlu import NluLabels, NluModel, batch_from_records, decode, encode_texts, load_tokenizer, nlu_loss, param_groups, split_words
 from components.models.se import MaskEnhancer, se_loss, si_snr
 from components.training.loop import TrainConfig, TrainResult, resolve_device, to_device, train
@@ -55,11 +55,17 @@ def train_se(se: MaskEnhancer, train_ds: SpeechDataset, val_ds: SpeechDataset, c
     return train(se, loss, train_ds, cfg, collate_fn=collate, val_fn=validation_fn(val_ds, val, cfg), on_metrics=on_metrics)
 
 
-def train_asr(asr: ConformerCTC, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None, audio: str = "clean") -> TrainResult:
-    """CTC on the clean (source pre-training) or noisy audio."""
+def asr_loss(asr: ASRBackbone, audio: torch.Tensor, b: dict) -> torch.Tensor:
+    """The backbone's own training loss (CTC, token cross-entropy) on ``audio`` for the batch's transcripts."""
+    targets, lengths = asr_targets(asr, b)
+    return asr.loss(asr(audio, b["lengths"], targets, lengths, words=False), targets, lengths)
+
+
+def train_asr(asr: ASRBackbone, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None, audio: str = "clean") -> TrainResult:
+    """The ASR's own loss on the clean (source pre-training) or noisy audio."""
 
     def loss(model, b):
-        return ctc_loss(model(b[audio], b["lengths"]), b["targets"], b["target_lengths"])
+        return asr_loss(model, b[audio], b)
 
     def val(model, b):
         return {"val_loss": loss(model, b)}
@@ -67,16 +73,16 @@ def train_asr(asr: ConformerCTC, train_ds: SpeechDataset, val_ds: SpeechDataset,
     return train(asr, loss, train_ds, cfg, collate_fn=collate, val_fn=validation_fn(val_ds, val, cfg), on_metrics=on_metrics)
 
 
-def enhanced_ctc_loss(cascade: Cascade, b: dict) -> torch.Tensor:
-    """CTC of the ASR on the noisy audio as the (frozen) SE enhances it: what the ASR hears inside the cascade."""
+def enhanced_asr_loss(cascade: Cascade, b: dict) -> torch.Tensor:
+    """The ASR's loss on the noisy audio as the (frozen) SE enhances it: what the ASR hears inside the cascade."""
     with torch.no_grad():
         audio = cascade.se(b["noisy"], b["lengths"]) if cascade.se is not None else b["noisy"]
-    return ctc_loss(cascade.asr(audio, b["lengths"]), b["targets"], b["target_lengths"])
+    return asr_loss(cascade.asr, audio, b)
 
 
 def train_asr_enhanced(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None) -> TrainResult:
     """Multi-condition stage: the ASR continues on enhanced noisy audio. Only the ASR trains."""
-    return _train_part(cascade, "asr.", enhanced_ctc_loss, train_ds, val_ds, cfg, on_metrics)
+    return _train_part(cascade, "asr.", enhanced_asr_loss, train_ds, val_ds, cfg, on_metrics)
 
 
 def _train_part(cascade: Cascade, prefix: str, loss, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn) -> TrainResult:
@@ -156,7 +162,7 @@ def train_bridge(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDatase
 
 
 def finetune_cascade(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None, weights: dict | None = None) -> TrainResult:
-    """Full fine-tuning on the target domain: every parameter, NLU loss plus CTC and SE terms."""
+    """Full fine-tuning on the target domain: every parameter, NLU loss plus the ASR and SE terms."""
 
     def loss(model, b):
         return cascade_loss(model, b, weights)
@@ -166,37 +172,6 @@ def finetune_cascade(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDa
         return {"val_loss": total, **{f"val_{k}": v for k, v in parts.items()}}
 
     return train(cascade, loss, train_ds, cfg, collate_fn=collate, val_fn=validation_fn(val_ds, val, cfg), on_metrics=on_metrics)
-
-
-def search_cascade(
-    cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, search_cfg, space: str = "NFA", adapters: dict | None = None,
-    frozen_cost: float = 0.0, blocks: Sequence[str] = (), on_record=None,
-):
-    """Stage 1 of the architecture search on the cascade's SE, ASR and NLU (per block for the modules in
-    ``blocks``; loss: cascade_loss; the bridge always trains). Returns (architecture, search result) with
-    the derived choices fixed."""
-    from components.nas import Architecture, attach_cells, glue_parameters, search
-
-    arch = Architecture(attach_cells(cascade, space, adapters, blocks=blocks), frozen_cost=frozen_cost)
-    result = search(cascade, arch, cascade_loss, train_ds, val_ds, search_cfg, collate_fn=collate, extra=glue_parameters(cascade), on_record=on_record)
-    arch.fix(result.architecture)
-    return arch, result
-
-
-def train_cascade_architecture(cascade: Cascade, choices: dict[str, str], train_ds: SpeechDataset, val_ds: SpeechDataset | None, cfg: TrainConfig, on_metrics: MetricsFn = None) -> TrainResult:
-    """Stage 2 of the architecture search: the cascade's cells fixed to ``choices``; only the chosen
-    candidates and the bridge train, on the same loss as full fine-tuning (no validation without val_ds)."""
-    from components.nas import Architecture, glue_parameters, train_derived
-    from components.nas.cascade import find_cells
-
-    arch = Architecture(find_cells(cascade))
-
-    def val(model, b):
-        total, parts = cascade_loss(model, b)
-        return {"val_loss": total, **{f"val_{k}": v for k, v in parts.items()}}
-
-    val_fn = validation_fn(val_ds, val, cfg) if val_ds is not None else None
-    return train_derived(cascade, arch, choices, cascade_loss, train_ds, cfg, collate_fn=collate, val_fn=val_fn, extra=glue_parameters(cascade), on_metrics=on_metrics)
 
 
 # --------------------------------------------------------------------------- evaluation

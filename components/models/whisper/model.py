@@ -1,0 +1,209 @@
+"""Whisper as an ASR backbone of the cascade (transformers' WhisperForConditionalGeneration inside).
+
+    wave (B, L) 16 kHz --log-mel (features.py)--> (B, 80, F), F = 100 x context seconds (or the batch's longest)
+    --encoder (positions sliced to F/2)--> encoder states (B, F/2, d)
+    --greedy decoding (decode.py, no gradient)--> 1-best tokens (B, H)
+    --decoder teacher-forced on prompt + 1-best--> states (B, 1 + H, d): the last prompt position, then one
+      per hypothesis token; a word is the run of tokens from one with a leading space to the next
+    training targets: prompt + " " + text + <|endoftext|>; the loss is token cross-entropy (teacher-forced)
+
+The encoder runs its layers here rather than through transformers' WhisperEncoder.forward, which
+refuses anything but 3000 frames: SLURP commands are 1-8 s, and a shorter context is 3-5x cheaper.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import nn
+from torch.nn.utils.rnn import pad_sequence
+
+from components.models.backbone import ASRBackbone, register_backbone
+from components.models.whisper.decode import greedy_decode
+from components.models.whisper.features import FRAMES_PER_SECOND, HOP, WhisperLogMel, frames_for
+from components.models.whisper.load import DEFAULT_MODEL, SpecialTokens, hf_config, load_tokenizer, load_whisper
+from components.models.whisper.text import slurp_style
+
+TOKENIZER_FILE = "asr_tokenizer.json"
+# the transformers WhisperConfig sizes a saved cascade records to rebuild the model
+_DIMENSIONS = ("vocab_size", "d_model", "num_mel_bins", "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
+               "encoder_ffn_dim", "decoder_ffn_dim", "max_source_positions", "max_target_positions")
+PAD_TO = ("context", "longest")
+
+
+@dataclass
+class WhisperASRConfig:
+    source: str = DEFAULT_MODEL  # the name or directory the pre-trained weights came from (provenance)
+    context_seconds: float = 10.0  # encoder window; 30 is Whisper's own
+    pad_to: str = "context"  # "context": every clip padded to the window; "longest": to the batch's longest clip
+    max_tokens_per_second: float = 8.0  # decoding cap: 8 tokens a second of audio, plus 8
+    max_repeats: int | None = 3  # stop when an n-gram comes a 4th time in a row (None: never)
+    dims: dict = field(default_factory=dict)  # transformers WhisperConfig sizes
+    tokens: dict = field(default_factory=dict)  # SpecialTokens as a dict
+
+    def __post_init__(self) -> None:
+        if self.pad_to not in PAD_TO:
+            raise ValueError(f"pad_to must be one of {PAD_TO}, got {self.pad_to!r}")
+        if not 0 < self.context_seconds <= 30:
+            raise ValueError(f"context_seconds must be in (0, 30], got {self.context_seconds}")
+
+
+class AudioTooLong(ValueError):
+    """A clip longer than the encoder's context."""
+
+
+@register_backbone
+class WhisperASR(ASRBackbone):
+    kind = "whisper"
+    config_cls = WhisperASRConfig
+
+    def __init__(self, config: WhisperASRConfig, whisper=None, tokenizer=None) -> None:
+        """``whisper``/``tokenizer`` as loaded by ``pretrained``; without ``whisper``, the architecture of
+        ``config.dims`` on the meta device (no memory), for a caller that loads the weights (load_state_dict_file)."""
+        super().__init__()
+        from transformers import WhisperForConditionalGeneration
+
+        self.config = config
+        if whisper is None:
+            with torch.device("meta"):
+                whisper = WhisperForConditionalGeneration(hf_config(config.dims))
+        self.whisper = whisper
+        self.tokenizer = tokenizer
+        self.tokens = SpecialTokens(**config.tokens)
+        self.log_mel = WhisperLogMel(self.whisper.config.num_mel_bins)
+        self._space_starts = None  # (V,) bool: tokens that begin with a space, built on first use
+
+    @classmethod
+    def pretrained(cls, source: str = DEFAULT_MODEL, **options) -> "WhisperASR":
+        """Load pre-trained weights offline (a name, a CTranslate2 or a Hugging Face directory)."""
+        whisper, tokenizer, tokens, files = load_whisper(source)
+        dims = {k: getattr(whisper.config, k) for k in _DIMENSIONS}
+        config = WhisperASRConfig(source=files.source, dims=dims, tokens=asdict(tokens), **options)
+        return cls(config, whisper, tokenizer)
+
+    create = pretrained  # a run config's {"kind": "whisper", "source": ..., ...} loads the pre-trained weights
+
+    # ------------------------------------------------------------------ the interface
+
+    @property
+    def hidden_size(self) -> int:
+        return self.whisper.config.d_model
+
+    @property
+    def context_frames(self) -> int:
+        return int(round(self.config.context_seconds * FRAMES_PER_SECOND / 2)) * 2
+
+    def encode_targets(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """prompt + " " + text + <|endoftext|> per text -> (B, S) padded with <|endoftext|>, lengths (B,)."""
+        rows = [torch.tensor(self.tokens.prompt + self.tokenizer(" " + t.strip(), add_special_tokens=False).input_ids + [self.tokens.eot]) for t in texts]
+        return pad_sequence(rows, batch_first=True, padding_value=self.tokens.eot), torch.tensor([len(r) for r in rows])
+
+    def forward(self, wave: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor | None = None, target_lengths: torch.Tensor | None = None, words: bool = True) -> dict:
+        """wave (B, L), lengths (B,) -> {states, lengths, words, texts, tokens, encoder_states[, target_logits]}."""
+        encoder_states = self.encode(wave, lengths)
+        out: dict = {"encoder_states": encoder_states}
+        if targets is not None:
+            dec = self.whisper.model.decoder(input_ids=targets[:, :-1], encoder_hidden_states=encoder_states, use_cache=False)
+            out["target_logits"] = self.whisper.proj_out(dec.last_hidden_state)  # (B, S - 1, V): token j + 1 from 0..j
+        if words:
+            out.update(self.hypotheses(encoder_states, lengths))
+        return out
+
+    def loss(self, out: dict, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy per target token (the text and <|endoftext|>, not the prompt)."""
+        logits = out["target_logits"].float()  # (B, S - 1, V)
+        labels = targets[:, 1:].clone()
+        position = torch.arange(labels.shape[1], device=labels.device)[None, :]
+        keep = (position >= len(self.tokens.prompt) - 1) & (position < (target_lengths.to(labels.device) - 1)[:, None])
+        labels[~keep] = -100
+        return nn.functional.cross_entropy(logits.transpose(1, 2), labels, ignore_index=-100)
+
+    # ------------------------------------------------------------------ parts
+
+    def check_durations(self, lengths: torch.Tensor | Sequence[int]) -> None:
+        limit = self.context_frames * HOP
+        for row, n in enumerate([int(x) for x in lengths]):
+            if n > limit:
+                raise AudioTooLong(f"row {row}: a clip of {n / 16000:.2f} s is longer than the Whisper context of {self.config.context_seconds:g} s; cut it, or use a longer context (at most 30 s)")
+
+    def encode(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """wave (B, L) -> encoder states (B, F/2, d): conv front end, positions [0, F/2), layers, final norm."""
+        self.check_durations(lengths)
+        frames = self.context_frames if self.config.pad_to == "context" else max(2, frames_for(lengths.tolist(), self.context_frames))
+        return self.encode_features(self.log_mel(wave, frames))
+
+    def encode_features(self, features: torch.Tensor) -> torch.Tensor:
+        """log-mel (B, n_mels, F), F even and <= 3000 -> (B, F/2, d)."""
+        enc = self.whisper.model.encoder
+        x = nn.functional.gelu(enc.conv1(features))
+        x = nn.functional.gelu(enc.conv2(x)).transpose(1, 2)  # (B, F/2, d)
+        if x.shape[1] > enc.embed_positions.num_embeddings:
+            raise AudioTooLong(f"{features.shape[-1]} mel frames exceed Whisper's {2 * enc.embed_positions.num_embeddings}")
+        x = x + enc.embed_positions.weight[: x.shape[1]]
+        x = nn.functional.dropout(x, p=enc.dropout, training=self.training)
+        for layer in enc.layers:
+            x = layer(x, None, layer_head_mask=None)[0]
+        return enc.layer_norm(x)
+
+    def max_new_tokens(self, lengths: torch.Tensor | Sequence[int]) -> list[int]:
+        room = self.whisper.config.max_target_positions - len(self.tokens.prompt)
+        return [min(room, math.ceil(int(n) / 16000 * self.config.max_tokens_per_second) + 8) for n in lengths]
+
+    def hypotheses(self, encoder_states: torch.Tensor, lengths: torch.Tensor) -> dict:
+        """1-best tokens (greedy), then the decoder's states teacher-forced on them, with their word spans."""
+        was_training = self.training
+        self.eval()  # no dropout while choosing the 1-best
+        try:
+            best = greedy_decode(self.whisper, encoder_states.detach(), self.tokens, self.max_new_tokens(lengths), self.config.max_repeats)
+        finally:
+            self.train(was_training)
+        P = len(self.tokens.prompt)
+        inputs = pad_sequence([torch.tensor(self.tokens.prompt + b) for b in best], batch_first=True, padding_value=self.tokens.eot).to(encoder_states.device)
+        hidden = self.whisper.model.decoder(input_ids=inputs, encoder_hidden_states=encoder_states, use_cache=False).last_hidden_state
+        return {
+            "states": hidden[:, P - 1 :],  # (B, 1 + H, d): the last prompt position, then each 1-best token
+            "lengths": torch.tensor([1 + len(b) for b in best], device=encoder_states.device),
+            "words": [self.word_spans(b, offset=1) for b in best],
+            "texts": [self.tokenizer.decode(b, skip_special_tokens=True).strip() for b in best],
+            "tokens": best,
+        }
+
+    def word_spans(self, ids: list[int], offset: int = 0) -> list[tuple[str, int, int]]:
+        """SLURP-style words of a token list, each with its token span [start, end) (+ offset).
+
+        A word starts at a token with a leading space; a written word can give several ("5pm" -> "five pm")."""
+        starts = self._token_starts()
+        groups: list[list[int]] = []
+        for i, token in enumerate(ids):
+            if not groups or starts[token]:
+                groups.append([i])
+            else:
+                groups[-1].append(i)
+        spans = []
+        for group in groups:
+            for word in slurp_style(self.tokenizer.decode([ids[i] for i in group], skip_special_tokens=True)).split():
+                spans.append((word, group[0] + offset, group[-1] + 1 + offset))
+        return spans
+
+    def _token_starts(self) -> list[bool]:
+        if self._space_starts is None:
+            vocab = self.tokenizer.convert_ids_to_tokens(list(range(self.whisper.config.vocab_size)))
+            self._space_starts = [bool(t) and t.startswith("Ġ") for t in vocab]
+        return self._space_starts
+
+    # ------------------------------------------------------------------ saving
+
+    def save_files(self, directory: Path) -> dict:
+        self.tokenizer.backend_tokenizer.save(str(Path(directory) / TOKENIZER_FILE))
+        return {"kind": self.kind, **asdict(self.config)}
+
+    @classmethod
+    def from_saved(cls, config: dict, directory: Path) -> "WhisperASR":
+        path = Path(directory) / TOKENIZER_FILE
+        if not path.is_file():
+            raise FileNotFoundError(f"{directory}: {TOKENIZER_FILE} is missing (a Whisper cascade saves its tokenizer beside its weights)")
+        return cls(WhisperASRConfig(**config), tokenizer=load_tokenizer(path))
