@@ -6,6 +6,8 @@ A profile maps a role to globs relative to the backbone module. Roles:
   @attention  each attention block (Houlsby adapters go after it; LoRA adapts its projections)
   @ffn        each feed-forward block (Houlsby and Pfeiffer adapters go after it)
   @linear     every nn.Linear in the blocks (LoRA everywhere)
+  @cross_attention  the decoder's attention over the encoder (Whisper)
+  @norm       the blocks' layer norms
 Scope a role to a sub-model with 'prefix:@role' (e.g. 'asr:@ffn' in the cascade).
 ``time_first``: globs of modules whose tensors are (T, B, d), not (B, T, d).
 """
@@ -56,6 +58,21 @@ PROFILES: dict[str, Profile] = {
                        "encoder.layer.*.intermediate.dense", "encoder.layer.*.output.dense"],
         },
     ),
+    # Whisper: the encoder and the decoder stacks both. No '@encoder' role: WhisperASR runs the encoder's
+    # layers itself (any window up to 30 s), so nothing calls WhisperEncoder.forward for a prompt to hook.
+    "transformers.models.whisper.modeling_whisper.WhisperForConditionalGeneration": Profile(
+        roles={
+            "layer": ["model.encoder.layers.*", "model.decoder.layers.*"],
+            "attention": ["model.encoder.layers.*.self_attn", "model.decoder.layers.*.self_attn"],
+            "cross_attention": ["model.decoder.layers.*.encoder_attn"],
+            "ffn": ["model.encoder.layers.*.fc2", "model.decoder.layers.*.fc2"],
+            "linear": [f"model.{stack}.layers.*.{part}" for stack in ("encoder", "decoder")
+                       for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2")]
+                      + [f"model.decoder.layers.*.encoder_attn.{p}_proj" for p in ("q", "k", "v", "out")],
+            "norm": [f"model.{stack}.layers.*.{n}" for stack in ("encoder", "decoder") for n in ("self_attn_layer_norm", "final_layer_norm")]
+                    + ["model.decoder.layers.*.encoder_attn_layer_norm"],
+        },
+    ),
     "components.models.se.MaskEnhancer": Profile(
         roles={"encoder": [""], "layer": ["rnn"], "ffn": ["mask"], "linear": ["mask"]},
     ),
@@ -82,7 +99,7 @@ def expand_role(model: nn.Module, pattern: str) -> list[str]:
     globs = [_join(path, g) for path, profile in found for g in profile.roles.get(role, [])]
     if not globs:
         kinds = sorted({type(model.get_submodule(p)).__name__ for p, _ in found}) or ["none"]
-        raise ValueError(f"role '@{role}' is not defined for the backbones in scope '{scope or '(whole model)'}': {kinds}; roles: encoder, layer, attention, ffn, linear")
+        raise ValueError(f"role '@{role}' is not defined for the backbones in scope '{scope or '(whole model)'}': {kinds}; roles: encoder, layer, attention, cross_attention, ffn, linear, norm")
     return globs
 
 
