@@ -225,6 +225,34 @@ def transcribe(model_spec, manifest, out, text_style, context, batch_size) -> No
 
 
 @main.command()
+@click.option("--model", "model_spec", required=True, help="A ZenML model version NAME[:VERSION], a saved cascade directory, or a Whisper name or directory.")
+@click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory to write (must not exist yet: nothing is overwritten).")
+@click.option("--format", "fmt", type=click.Choice(["cascade", "hf"]), default="cascade", show_default=True, help="cascade: the whole cascade, as `predict --model DIR` loads it; hf: its Whisper as a Hugging Face directory (from_pretrained).")
+def export(model_spec, out, fmt) -> None:
+    """Write a trained cascade (or its Whisper) to OUT."""
+    from components.cascade_files import save_cascade
+    from components.models.cascade import Cascade
+    from components.models.whisper.model import WhisperASR
+
+    if Path(out).exists():
+        raise click.ClickException(f"{out} exists; export writes a new directory and overwrites nothing")
+    model = _load_recogniser(model_spec, None)
+    if fmt == "cascade":
+        if not isinstance(model, Cascade):
+            raise click.ClickException(f"{model_spec} is a bare ASR backbone, not a cascade; use --format hf")
+        save_cascade(model, out)
+    else:
+        asr = getattr(model, "asr", model)
+        if not isinstance(asr, WhisperASR):
+            raise click.ClickException(f"--format hf needs a Whisper backbone; {model_spec} has a {asr.kind}")
+        try:
+            asr.export_pretrained(Path(out))
+        except ValueError as e:
+            raise click.ClickException(str(e)) from None
+    click.echo(f"wrote {out}")
+
+
+@main.command()
 @click.option("--gold", type=click.Path(exists=True, dir_okay=False), required=True, help="Gold SLURP release-format jsonl.")
 @click.option("--predictions", type=click.Path(exists=True, dir_okay=False), required=True, help="Predictions jsonl (official SLURP evaluation format, keyed by slurp_id or file).")
 @click.option("--transcripts", type=click.Path(exists=True, dir_okay=False), default=None, help="ASR output jsonl ({slurp_id|file, transcript}) for WER/CER.")

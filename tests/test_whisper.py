@@ -325,3 +325,51 @@ def test_corrupt_model_bin_is_named(tmp_path):
 def test_encoder_refuses_a_clip_longer_than_its_context(asr):
     with pytest.raises(AudioTooLong, match="row 1: a clip of 12.00 s is longer than the Whisper context of 10 s"):
         asr(torch.zeros(2, 12 * 16000), torch.tensor([16000, 12 * 16000]))
+
+
+# --------------------------------------------------------------------------- the cascade and export
+
+
+def test_whisper_cascade_losses_reach_every_module(asr, synth):
+    """SE -> Whisper -> MiniLM: the NLU loss, the token cross-entropy and the SE loss all train, and the
+    NLU's gradient reaches the SE through the decoder states and the log-mel."""
+    import copy
+
+    from components.data.dataset import SpeechDataset, collate
+    from components.models.cascade import Cascade, cascade_loss
+    from components.models.nlu import NluLabels, build_nlu
+    from components.models.se import MaskEnhancer
+
+    torch.manual_seed(0)
+    labels = NluLabels.from_label_set()
+    cascade = Cascade(MaskEnhancer(), copy.deepcopy(asr), build_nlu(labels), labels).train()
+    df, root = synth
+    batch = collate([SpeechDataset(df.iloc[:3], root)[i] for i in range(3)])
+    loss, parts = cascade_loss(cascade, batch, {"asr": 0.0, "se": 0.0})
+    loss.backward()
+    assert set(parts) == {"nlu"}
+    for name in ("se", "asr", "bridge", "nlu"):
+        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in getattr(cascade, name).parameters()), f"no NLU gradient reached {name}"
+    cascade.zero_grad()
+    loss, parts = cascade_loss(cascade, batch)
+    assert set(parts) == {"nlu", "asr", "se"} and all(np.isfinite(v) for v in parts.values())
+    with pytest.raises(ValueError, match="unknown loss weight"):
+        cascade_loss(cascade, batch, {"ctc": 1.0})
+
+
+def test_export_as_hugging_face_directory_loads_back(asr, tmp_path):
+    from transformers import WhisperForConditionalGeneration
+
+    from cascadapt.cli import main
+
+    result = CliRunner().invoke(main, ["export", "--model", "whisper-tiny.en", "--out", str(tmp_path / "hf"), "--format", "hf"])
+    assert result.exit_code == 0, result.output
+    assert {"model.safetensors", "config.json", "tokenizer.json", "generation_config.json", "preprocessor_config.json"} <= {p.name for p in (tmp_path / "hf").iterdir()}
+    assert whisper_files(tmp_path / "hf").format == "hf"
+    again = WhisperASR.pretrained(str(tmp_path / "hf")).eval()
+    assert again.tokens == asr.tokens
+    for name, tensor in asr.whisper.state_dict().items():
+        assert torch.equal(tensor, again.whisper.state_dict()[name]), name
+    WhisperForConditionalGeneration.from_pretrained(tmp_path / "hf", local_files_only=True)
+    result = CliRunner().invoke(main, ["export", "--model", "whisper-tiny.en", "--out", str(tmp_path / "hf")])
+    assert result.exit_code != 0 and "exists" in result.output

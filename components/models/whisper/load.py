@@ -157,10 +157,34 @@ def load_whisper(spec: str | Path = DEFAULT_MODEL):
         config = json.loads(files.config.read_text())
         if config.get("model_type") != "whisper":
             raise WhisperNotFound(f"{files.config}: model_type is {config.get('model_type')!r}, not 'whisper'")
-        model = WhisperForConditionalGeneration.from_pretrained(files.weights[0].parent, local_files_only=True, use_safetensors=True, torch_dtype=torch.float32)
+        model = WhisperForConditionalGeneration.from_pretrained(files.weights[0].parent, local_files_only=True, use_safetensors=True, dtype=torch.float32)
         generation = json.loads(files.generation_config.read_text()) if files.generation_config else {}
         suppress, begin = generation.get("suppress_tokens") or [], generation.get("begin_suppress_tokens") or [220, 50256]
     model.float().eval()
     tokenizer = load_tokenizer(files.tokenizer)
     tokens = special_tokens(tokenizer, suppress, begin, multilingual=model.config.vocab_size >= 51865)
     return model, tokenizer, tokens, files
+
+
+def export_hf(whisper, tokenizer, tokens: SpecialTokens, directory: str | Path) -> Path:
+    """Write a Hugging Face Whisper directory that ``WhisperForConditionalGeneration.from_pretrained`` and
+    ``whisper_files`` load: model.safetensors + config.json, generation_config.json (suppression, prompt),
+    the tokenizer files and preprocessor_config.json (WhisperFeatureExtractor, 30 s). Adapters must be
+    merged into the weights or removed first: their wrappers have no place in the transformers model."""
+    from transformers import GenerationConfig, WhisperFeatureExtractor
+
+    from components.adapters.base import AdapterLayer
+
+    if any(isinstance(m, AdapterLayer) for m in whisper.modules()):
+        raise ValueError("the Whisper model still has adapter layers: merge them into its weights (merge_and_unload) or remove them before exporting")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    whisper.save_pretrained(str(directory), safe_serialization=True)
+    GenerationConfig(
+        decoder_start_token_id=tokens.prompt[0], eos_token_id=tokens.eot, pad_token_id=tokens.eot, bos_token_id=tokens.prompt[0],
+        forced_decoder_ids=[[i, t] for i, t in enumerate(tokens.prompt[1:], start=1)],
+        suppress_tokens=tokens.suppress, begin_suppress_tokens=tokens.suppress_at_begin, max_length=whisper.config.max_target_positions,
+    ).save_pretrained(str(directory))
+    tokenizer.save_pretrained(str(directory))
+    WhisperFeatureExtractor(feature_size=whisper.config.num_mel_bins).save_pretrained(str(directory))
+    return directory

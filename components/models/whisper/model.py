@@ -25,7 +25,7 @@ from torch.nn.utils.rnn import pad_sequence
 from components.models.backbone import ASRBackbone, register_backbone
 from components.models.whisper.decode import greedy_decode
 from components.models.whisper.features import FRAMES_PER_SECOND, HOP, WhisperLogMel, frames_for
-from components.models.whisper.load import DEFAULT_MODEL, SpecialTokens, hf_config, load_tokenizer, load_whisper
+from components.models.whisper.load import DEFAULT_MODEL, SpecialTokens, export_hf, hf_config, load_tokenizer, load_whisper
 from components.models.whisper.text import slurp_style
 
 TOKENIZER_FILE = "asr_tokenizer.json"
@@ -196,6 +196,11 @@ class WhisperASR(ASRBackbone):
         return self._space_starts
 
     # ------------------------------------------------------------------ saving
+
+    def export_pretrained(self, directory: Path) -> Path:
+        """A Hugging Face Whisper directory of the current weights (see load.export_hf); loads back with
+        ``WhisperASR.pretrained(directory)``."""
+        return export_hf(self.whisper, self.tokenizer, self.tokens, directory)
 
     def save_files(self, directory: Path) -> dict:
         self.tokenizer.backend_tokenizer.save(str(Path(directory) / TOKENIZER_FILE))
