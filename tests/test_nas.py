@@ -333,3 +333,21 @@ def test_plots_and_pareto_front():
               {"label": "c", "trainable_pct": 6.0, "nlu_cer": 0.25}, {"label": "full", "trainable_pct": 100.0, "nlu_cer": 0.19}]
     assert [p["label"] for p in pareto_front(points, "nlu_cer")] == ["a", "b", "full"]
     assert "<img" in pareto_html(points)
+
+
+def test_soft_mixture_of_an_asr_backbone_keeps_the_first_candidates_words():
+    """An ASR cell's candidates may hypothesise different words: the tensors mix, the words are candidate 0's."""
+    from components.models.asr import ASRConfig, ConformerCTC
+
+    torch.manual_seed(0)
+    cell = ChoiceCell(ConformerCTC(ASRConfig(d_model=32, ffn=64, layers=1, heads=2, dropout=0.0)).eval(), ("frozen", "finetune"))
+    with torch.no_grad():
+        for delta in cell.delta.values():
+            delta.normal_(0, 0.5)
+    wave, lengths = torch.randn(2, 8000) * 0.1, torch.tensor([8000, 6000])
+    frozen, finetune = (candidate_output(cell, c, wave, lengths) for c in ("frozen", "finetune"))
+    assert frozen["words"] != finetune["words"]  # the case that used to break the mixture
+    cell.mode, cell.weights = "soft", torch.tensor([0.25, 0.75])
+    mixed = cell(wave, lengths)
+    torch.testing.assert_close(mixed["logits"], 0.25 * frozen["logits"] + 0.75 * finetune["logits"])
+    assert mixed["words"] == frozen["words"] and mixed["texts"] == frozen["texts"]

@@ -5,13 +5,14 @@
       out["states"]   (B, S', d)   hidden states the cascade's bridge reads; d = asr.hidden_size
       out["lengths"]  (B,)         valid states per row
       out["words"]    B lists of (word, start, end): the 1-best words, each over states [start, end)
+      out["texts"]    B strings: the 1-best as the model writes it (Whisper: cased, punctuated)
       ... and what the backbone's own loss reads (CTC logits, teacher-forced token logits)
     loss = asr.loss(out, targets, target_lengths)                # scalar: the ASR training loss
-    texts = asr.transcripts(out)                                 # the 1-best text per row
     asr.config                                                   # a dataclass with ``kind``
 
 Everything that needs parameters runs in ``forward`` (a NAS choice cell or DDP wraps the module and only
-sees forward calls); ``loss``, ``transcripts`` and ``encode_targets`` only read their arguments.
+sees forward calls); ``loss`` and ``encode_targets`` only read their arguments. ``forward(..., words=False)``
+skips the 1-best (the loss alone).
 
 A run config names a backbone as ``{"kind": ..., **params}`` (``build_backbone``); ``create`` makes it.
 Saving: ``asr.save_files(directory)`` writes the side files it needs (a tokenizer) and returns its config
@@ -50,9 +51,6 @@ class ASRBackbone(nn.Module):
         raise NotImplementedError
 
     def loss(self, out: dict, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError
-
-    def transcripts(self, out: dict) -> list[str]:
         raise NotImplementedError
 
     def save_files(self, directory: Path) -> dict:

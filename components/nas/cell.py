@@ -141,15 +141,22 @@ def _scale(out: Any, w: torch.Tensor) -> Any:
     return pytree.tree_map(lambda t: t * w.to(t.dtype) if _is_float(t) else t, out)
 
 
+def _opaque(x: Any) -> bool:
+    """A list holding no tensor (an ASR's 1-best words, texts, tokens) is one leaf: candidates may differ in it."""
+    return isinstance(x, list) and not any(isinstance(v, torch.Tensor) for v in pytree.tree_leaves(x))
+
+
 def _mix(outs: list[Any], weights: torch.Tensor) -> Any:
     """sum_k weights[k] * outs[k] over the floating tensors; everything else from the first candidate."""
-    flat = [pytree.tree_flatten(o) for o in outs]
+    flat = [pytree.tree_flatten(o, is_leaf=_opaque) for o in outs]
     spec = flat[0][1]
     if any(s != spec for _, s in flat):
         raise ValueError("candidates returned outputs of different structure")
     mixed = []
     for leaves in zip(*(f for f, _ in flat)):
         if _is_float(leaves[0]):
+            if any(t.shape != leaves[0].shape for t in leaves):
+                raise ValueError(f"candidates returned tensors of shapes {[tuple(t.shape) for t in leaves]}: a soft mixture needs one shape; search this cell with hard=True")
             mixed.append(sum(w.to(t.dtype) * t for w, t in zip(weights, leaves)))
         else:
             mixed.append(leaves[0])

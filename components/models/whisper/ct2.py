@@ -138,6 +138,16 @@ def _split_rows(out: dict, hf_names: list[str], variables: dict, ct2: str, bias_
             out[f"{name}.bias"] = b
 
 
+def _self_attention_and_ffn(out: dict, hf: str, variables: dict, ct: str) -> None:
+    """What encoder and decoder layers share: self-attention (fused q, k, v), the FFN, their norms."""
+    _split_rows(out, [f"{hf}.self_attn.{p}_proj" for p in "qkv"], variables, f"{ct}/self_attention/linear_0", {"q_proj", "v_proj"})
+    _linear(out, f"{hf}.self_attn.out_proj", variables, f"{ct}/self_attention/linear_1")
+    _norm(out, f"{hf}.self_attn_layer_norm", variables, f"{ct}/self_attention/layer_norm")
+    _linear(out, f"{hf}.fc1", variables, f"{ct}/ffn/linear_0")
+    _linear(out, f"{hf}.fc2", variables, f"{ct}/ffn/linear_1")
+    _norm(out, f"{hf}.final_layer_norm", variables, f"{ct}/ffn/layer_norm")
+
+
 def whisper_state_dict(variables: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
     """transformers ``WhisperForConditionalGeneration`` state dict (float32) from CT2 variables."""
     if any(name.endswith("weight_scale") for name in variables):
@@ -150,27 +160,16 @@ def whisper_state_dict(variables: dict[str, np.ndarray]) -> dict[str, torch.Tens
     out[f"{enc}.embed_positions.weight"] = variables["encoder/position_encodings/encodings"]
     _norm(out, f"{enc}.layer_norm", variables, "encoder/layer_norm")
     for i in range(dims["encoder_layers"]):
-        hf, ct = f"{enc}.layers.{i}", f"encoder/layer_{i}"
-        _split_rows(out, [f"{hf}.self_attn.{p}_proj" for p in "qkv"], variables, f"{ct}/self_attention/linear_0", {"q_proj", "v_proj"})
-        _linear(out, f"{hf}.self_attn.out_proj", variables, f"{ct}/self_attention/linear_1")
-        _norm(out, f"{hf}.self_attn_layer_norm", variables, f"{ct}/self_attention/layer_norm")
-        _linear(out, f"{hf}.fc1", variables, f"{ct}/ffn/linear_0")
-        _linear(out, f"{hf}.fc2", variables, f"{ct}/ffn/linear_1")
-        _norm(out, f"{hf}.final_layer_norm", variables, f"{ct}/ffn/layer_norm")
+        _self_attention_and_ffn(out, f"{enc}.layers.{i}", variables, f"encoder/layer_{i}")
     out[f"{dec}.embed_tokens.weight"] = variables["decoder/embeddings/weight"]
     out[f"{dec}.embed_positions.weight"] = variables["decoder/position_encodings/encodings"]
     _norm(out, f"{dec}.layer_norm", variables, "decoder/layer_norm")
     for i in range(dims["decoder_layers"]):
         hf, ct = f"{dec}.layers.{i}", f"decoder/layer_{i}"
-        _split_rows(out, [f"{hf}.self_attn.{p}_proj" for p in "qkv"], variables, f"{ct}/self_attention/linear_0", {"q_proj", "v_proj"})
-        _linear(out, f"{hf}.self_attn.out_proj", variables, f"{ct}/self_attention/linear_1")
-        _norm(out, f"{hf}.self_attn_layer_norm", variables, f"{ct}/self_attention/layer_norm")
+        _self_attention_and_ffn(out, hf, variables, ct)
         _linear(out, f"{hf}.encoder_attn.q_proj", variables, f"{ct}/attention/linear_0")
         _split_rows(out, [f"{hf}.encoder_attn.{p}_proj" for p in "kv"], variables, f"{ct}/attention/linear_1", {"v_proj"})
         _linear(out, f"{hf}.encoder_attn.out_proj", variables, f"{ct}/attention/linear_2")
         _norm(out, f"{hf}.encoder_attn_layer_norm", variables, f"{ct}/attention/layer_norm")
-        _linear(out, f"{hf}.fc1", variables, f"{ct}/ffn/linear_0")
-        _linear(out, f"{hf}.fc2", variables, f"{ct}/ffn/linear_1")
-        _norm(out, f"{hf}.final_layer_norm", variables, f"{ct}/ffn/layer_norm")
     out["proj_out.weight"] = variables.get("decoder/projection/weight", variables["decoder/embeddings/weight"])
     return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in out.items()}
