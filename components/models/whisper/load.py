@@ -127,10 +127,12 @@ def special_tokens(tokenizer, suppress: list[int], suppress_at_begin: list[int],
 
 
 def hf_config(dims: dict):
-    """transformers WhisperConfig from the sizes (whisper_dimensions) and the standard special ids."""
+    """transformers WhisperConfig from the sizes (whisper_dimensions) and the standard special ids
+    (multilingual vocabularies have one more token, so theirs sit one higher)."""
     from transformers import WhisperConfig
 
-    return WhisperConfig(**dims, pad_token_id=50256, bos_token_id=50257, eos_token_id=50256, decoder_start_token_id=50257)
+    eot = 50257 if dims["vocab_size"] >= 51865 else 50256
+    return WhisperConfig(**dims, pad_token_id=eot, bos_token_id=eot + 1, eos_token_id=eot, decoder_start_token_id=eot + 1)
 
 
 def load_whisper(spec: str | Path = DEFAULT_MODEL):
