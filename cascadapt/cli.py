@@ -113,13 +113,15 @@ def _load_model(spec: str):
 
 
 @main.command()
-@click.option("--model", "model_spec", required=True, help="A saved cascade directory, or a ZenML model version: NAME[:VERSION] (e.g. cascadapt_baselines:latest).")
+@click.option("--model", "model_spec", required=True, help="A saved cascade directory, a ZenML model version NAME[:VERSION] (e.g. cascadapt_baselines:latest), or a bare Whisper (a name such as whisper-tiny.en, or a directory) with --nlu.")
+@click.option("--nlu", "nlu_spec", help="With a bare Whisper --model: the cascade (directory or NAME[:VERSION]) whose NLU reads its 1-best text.")
 @click.option("--manifest", type=click.Path(exists=True, dir_okay=False), required=True, help="Corpus manifest; its noisy audio is decoded.")
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="predictions.jsonl (SLURP evaluation format + slurp_id + transcript).")
 @click.option("--split", type=click.Choice(["train", "nas_val", "test", "all"]), default="all", show_default=True)
-@click.option("--mode", type=click.Choice(["e2e", "text"]), default="e2e", show_default=True, help="e2e: through the bridge; text: ASR 1-best text into the NLU.")
+@click.option("--mode", type=click.Choice(["e2e", "text"]), default="e2e", show_default=True, help="e2e: through the bridge; text: ASR 1-best text into the NLU (the only mode of a bare Whisper).")
+@click.option("--context", type=click.FloatRange(min=0.1, max=30), help="Whisper encoder window in seconds (30: Whisper's own); default: the model's.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-def predict(model_spec, manifest, out, split, mode, batch_size) -> None:
+def predict(model_spec, nlu_spec, manifest, out, split, mode, context, batch_size) -> None:
     """Transcribe and understand every utterance of MANIFEST; one line a recording."""
     import json
 
@@ -129,6 +131,7 @@ def predict(model_spec, manifest, out, split, mode, batch_size) -> None:
     from components.data.atomic import atomic_write_text
     from components.data.dataset import SpeechDataset, collate
     from components.data.manifest import ManifestError, read_manifest
+    from components.models.cascade import Cascade
     from components.models.nlu import load_tokenizer
 
     try:
@@ -137,7 +140,14 @@ def predict(model_spec, manifest, out, split, mode, batch_size) -> None:
         raise click.ClickException(str(e)) from None
     if split != "all":
         df = df[df["split"] == split]
-    model = _load_model(model_spec)
+    model = _load_recogniser(model_spec, context)
+    if not isinstance(model, Cascade):  # a bare backbone: the text cascade with another cascade's NLU
+        if nlu_spec is None:
+            raise click.ClickException(f"{model_spec} is a bare ASR backbone with no NLU; name the cascade whose NLU reads its text with --nlu")
+        source = _load_model(nlu_spec)
+        model, mode = Cascade(None, model, source.nlu, source.labels).eval(), "text"
+    elif nlu_spec is not None:
+        raise click.ClickException(f"--nlu goes with a bare Whisper --model; {model_spec} is a cascade with its own NLU")
     tokenizer = load_tokenizer() if mode == "text" else None
     lines = []
     loader = DataLoader(SpeechDataset(df, Path(manifest).parent), batch_size=batch_size, collate_fn=collate)

@@ -86,8 +86,10 @@ def summary(runs: dict, seconds: dict) -> str:
         serving = client.get_model_version("cascadapt_multitask", ModelStages.PRODUCTION).run_metadata.get("serving", {})
         lines += ["", f"Bento: {serving.get('bento_tag')}  (bentoml serve {serving.get('bento_tag')} --port 3000)"]
         if serving.get("smoke_test"):
-            example = serving["smoke_test"].get("example", {})
-            lines.append(f"  smoke test on 127.0.0.1: {serving['smoke_test'].get('tasks')} tasks; e.g. {example.get('transcript')!r} -> {example.get('intent')}")
+            smoke = serving["smoke_test"]
+            example = smoke.get("example", {})
+            lines.append(f"  smoke test on 127.0.0.1: {smoke.get('text')!r} ({smoke.get('intent')}) to {smoke.get('tasks')} tasks; e.g. {example.get('transcript')!r} -> {example.get('intent')}")
+            lines.append(f"  exact transcripts {smoke.get('exact_transcripts')}/{smoke.get('tasks')} (mean WER {smoke.get('mean_wer')}), correct intents {smoke.get('correct_intents')}/{smoke.get('tasks')}")
     lines += [
         "",
         "Plots and reports are ZenML visualizations of these runs (training curves, Pareto front, architecture",

@@ -1,12 +1,13 @@
 """A trained cascade on disk: cascade.json + cascade.safetensors (+ the ASR backbone's side files).
 
-    cascade.json   {"format": "cascadapt-cascade/2", "se": SEConfig | null,
-                    "asr": {"kind": "whisper" | "conformer_ctc", ...its config},
+    cascade.json   {"format": "cascadapt-cascade/3", "se": SEConfig | null,
+                    "asr": {"kind": "whisper" | "conformer_ctc", ...its config}, "bridge_input": "layer_norm" | "raw",
                     "labels": NluLabels, "cells": NAS cells to rebuild before loading (optional)}
     cascade.safetensors   every weight (tensors shared under several names stored once)
     asr_tokenizer.json    Whisper's tokenizer (Whisper backbones only)
 
 Format 1 (before the backbone interface) has an "asr" without "kind": a Conformer-CTC; it still loads.
+Formats 1 and 2 have no "bridge_input": their bridges read the raw pooled states.
 This module sits above components.models and components.nas because a saved search architecture
 needs both. No pickle is ever read.
 """
@@ -25,8 +26,8 @@ from components.models.nlu import NluLabels, build_nlu, load_state_dict_file, sa
 from components.models.se import MaskEnhancer, SEConfig
 from components.nas.cascade import cells_config, restore_cells
 
-FORMAT = "cascadapt-cascade/2"
-READABLE = ("cascadapt-cascade/1", FORMAT)
+FORMAT = "cascadapt-cascade/3"
+READABLE = ("cascadapt-cascade/1", "cascadapt-cascade/2", FORMAT)
 CONFIG_FILE, WEIGHTS_FILE = "cascade.json", "cascade.safetensors"
 
 
@@ -38,6 +39,7 @@ def save_cascade(model: Cascade, directory: str | Path) -> Path:
         "se": asdict(model.se.cfg) if model.se is not None else None,
         "asr": model.asr.save_files(directory),
         "labels": model.labels.to_dict(),
+        "bridge_input": model.bridge_input,
     }
     cells = cells_config(model)
     if cells is not None:
@@ -62,7 +64,7 @@ def load_cascade(directory: str | Path, device: str | torch.device = "cpu") -> C
         raise ValueError(f"{config_path}: format {config.get('format')!r}; this version reads {', '.join(READABLE)}")
     labels = NluLabels.from_dict(config["labels"])
     se = MaskEnhancer(SEConfig(**config["se"])) if config["se"] else None
-    model = Cascade(se, backbone_from_saved(config["asr"], directory), build_nlu(labels, pretrained=False), labels)
+    model = Cascade(se, backbone_from_saved(config["asr"], directory), build_nlu(labels, pretrained=False), labels, bridge_input=config.get("bridge_input", "raw"))
     if config.get("cells"):
         restore_cells(model, config["cells"])
     load_state_dict_file(model, directory / WEIGHTS_FILE, device=device)

@@ -9,6 +9,7 @@ from typing import Annotated, Optional
 from zenml import log_metadata, step
 from zenml.client import Client
 
+from components.metrics.asr import wer
 from components.multitask import TaskAdapters
 from components.serving.local import serve_locally, synthesize_request
 from components.serving.package import build_bento, save_service_model
@@ -34,8 +35,11 @@ def build_service_bento(service_model_tag: str, args: Optional[dict] = None) -> 
 
 
 @step(enable_cache=False)  # writes to the BentoML stores, outside the artifact store
-def smoke_test_bento(bento_tag: str, adapters: TaskAdapters, port: int = 3000, text: str = "turn on the lights in the kitchen") -> Annotated[dict, "smoke_test"]:
-    """Serve the bento on 127.0.0.1, send one synthesized utterance for every task, stop the server."""
+def smoke_test_bento(
+    bento_tag: str, adapters: TaskAdapters, port: int = 3000, text: str = "turn on the lights in the kitchen", intent: str = "iot_hue_lighton"
+) -> Annotated[dict, "smoke_test"]:
+    """Serve the bento on 127.0.0.1, send one synthesized utterance of ``text`` for every task, stop the server;
+    score each answer against what was said: the transcript's WER and whether the intent is ``intent``."""
     with tempfile.TemporaryDirectory() as tmp:
         audio = synthesize_request(text, Path(tmp) / "request.flac")
         with serve_locally(bento_tag, port) as client:
@@ -45,8 +49,10 @@ def smoke_test_bento(bento_tag: str, adapters: TaskAdapters, port: int = 3000, t
             start = time.perf_counter()
             replies = {task: client.transcribe(audio, task) for task in adapters.tasks}
             seconds = time.perf_counter() - start
-    report = {"bento_tag": bento_tag, "tasks": len(replies), "text": text, "mean_latency_ms": round(1000 * seconds / len(replies), 1),
-              "example": next(iter(replies.values()))}
+    wers = [wer([text], [reply["transcript"]]) for reply in replies.values()]
+    report = {"bento_tag": bento_tag, "tasks": len(replies), "text": text, "intent": intent, "mean_latency_ms": round(1000 * seconds / len(replies), 1),
+              "mean_wer": round(sum(wers) / len(wers), 4), "exact_transcripts": sum(w == 0 for w in wers),
+              "correct_intents": sum(reply["intent"] == intent for reply in replies.values()), "example": next(iter(replies.values()))}
     log_metadata({"serving": {"smoke_test": report}}, infer_model=True)
     print("smoke test:", json.dumps(report), flush=True)
     return report

@@ -88,17 +88,30 @@ def test_save_load_round_trip(cascade, batch, tmp_path):
     cascade.eval()
     save_cascade(cascade, tmp_path / "model")
     config = json.loads((tmp_path / "model/cascade.json").read_text())
-    assert config["format"] == "cascadapt-cascade/2" and config["asr"]["kind"] == "conformer_ctc"
+    assert config["format"] == "cascadapt-cascade/3" and config["asr"]["kind"] == "conformer_ctc" and config["bridge_input"] == "layer_norm"
     assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("*.bin"))
     loaded = load_cascade(tmp_path / "model")
     with torch.no_grad():
         a, b = cascade(batch["noisy"], batch["lengths"]), loaded(batch["noisy"], batch["lengths"])
     assert torch.equal(a["nlu"]["scenario_logits"], b["nlu"]["scenario_logits"])
     assert a["words"] == b["words"]
-    # format 1 (before the backbone interface: no kind) still loads, as a Conformer-CTC
-    config["format"] = "cascadapt-cascade/1"
-    del config["asr"]["kind"]
-    (tmp_path / "model/cascade.json").write_text(json.dumps(config))
-    old = load_cascade(tmp_path / "model")
+
+
+def test_files_of_formats_1_and_2_still_load_with_their_raw_bridge_input(cascade, batch, tmp_path):
+    """Before format 3 the bridge read the raw pooled states; format 1 also had no backbone kind."""
+    raw = Cascade(cascade.se, cascade.asr, cascade.nlu, cascade.labels, bridge_input="raw").eval()
+    save_cascade(raw, tmp_path / "model")
+    config = json.loads((tmp_path / "model/cascade.json").read_text())
+    del config["bridge_input"]
     with torch.no_grad():
-        assert torch.equal(old(batch["noisy"], batch["lengths"])["nlu"]["scenario_logits"], a["nlu"]["scenario_logits"])
+        expected = raw(batch["noisy"], batch["lengths"])["nlu"]["scenario_logits"]
+        for old_format in ("cascadapt-cascade/2", "cascadapt-cascade/1"):
+            config["format"] = old_format
+            if old_format.endswith("/1"):
+                del config["asr"]["kind"]
+            (tmp_path / "model/cascade.json").write_text(json.dumps(config))
+            old = load_cascade(tmp_path / "model")
+            assert old.bridge_input == "raw" and torch.equal(old(batch["noisy"], batch["lengths"])["nlu"]["scenario_logits"], expected)
+    assert raw.embed_words(torch.ones(1, 1, raw.asr.hidden_size)).shape == (1, 1, 384)
+    with pytest.raises(ValueError, match="bridge_input must be one of"):
+        Cascade(None, cascade.asr, cascade.nlu, cascade.labels, bridge_input="norm")

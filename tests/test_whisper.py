@@ -267,6 +267,29 @@ def test_transcribe_real_recorded_speech_gives_its_words(tmp_path):
     assert json.loads(out.read_text())["transcript"] == "10 of clubs."
 
 
+def test_predict_with_a_bare_whisper_reads_its_text_with_another_cascades_nlu(synth, tmp_path):
+    from cascadapt.cli import main
+    from components.cascade_files import save_cascade
+    from components.metrics.asr import wer
+    from components.models.asr import ASRConfig, ConformerCTC
+    from components.models.cascade import Cascade
+    from components.models.nlu import NluLabels, build_nlu
+
+    labels = NluLabels.from_label_set()
+    save_cascade(Cascade(None, ConformerCTC(ASRConfig(d_model=32, ffn=64, layers=1, heads=4)), build_nlu(labels), labels), tmp_path / "nlu_source")
+    df, root = synth
+    manifest, out = root / "manifest.jsonl", tmp_path / "p.jsonl"
+    result = CliRunner().invoke(main, ["predict", "--model", "whisper-tiny.en", "--manifest", str(manifest), "--out", str(out)])
+    assert result.exit_code != 0 and "bare ASR backbone with no NLU" in result.output and "--nlu" in result.output and not out.exists()
+    result = CliRunner().invoke(main, ["predict", "--model", "whisper-tiny.en", "--nlu", str(tmp_path / "nlu_source"), "--manifest", str(manifest), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [line["file"] for line in lines] == df["utt_id"].tolist()
+    mild = [i for i, (engine, snr) in enumerate(zip(df["engine"], df["snr"])) if engine != "espeak-ng" and snr == 20]  # zero-shot WER ~0.3 there
+    assert wer([df["text"].iloc[i] for i in mild], [lines[i]["transcript"] for i in mild]) < 0.4
+    assert all(f"{line['scenario']}_{line['action']}" in labels.intents for line in lines)
+
+
 @needs_recordings
 def test_transcribe_refuses_audio_longer_than_the_context(tmp_path):
     from cascadapt.cli import main

@@ -49,7 +49,8 @@ class SpeechDataset(Dataset):
         return {
             "clean": clean,
             "noisy": noisy,
-            "meta": {k: row[k] for k in ("utt_id", "slurp_id", "text", "scenario", "action", "speaker")} | {"entities": entities, "task": row.get("task", row["speaker"])},
+            "meta": {k: row[k] for k in ("utt_id", "slurp_id", "text", "scenario", "action", "speaker")}
+            | {"entities": entities, "task": row.get("task", row["speaker"]), "engine": row.get("engine", row["speaker"].split("-")[0])},
         }
 
 

@@ -3,7 +3,7 @@
     noisy (B, L) --SE--> enhanced (B, L) --ASR backbone--> states (B, S, d) and the 1-best words,
       each a span of states (Conformer-CTC: encoder frames of the greedy path's characters;
       Whisper: decoder states teacher-forced on the 1-best tokens)
-      states pooled per word (B, W, d) --bridge Linear--> (B, W, 384) --NLU (inputs_embeds)-->
+      states pooled per word (B, W, d) --layer norm, bridge Linear--> (B, W, 384) --NLU (inputs_embeds)-->
       scenario (B, S), action (B, A), tags (B, W, T)
 
 The word segmentation is discrete (from the 1-best), but the pooled states are not: NLU
@@ -14,6 +14,7 @@ components.models.backbone.ASRBackbone; saving and loading live in components/ca
 
 from __future__ import annotations
 
+import math
 from typing import Sequence
 
 import torch
@@ -25,6 +26,11 @@ from components.models.nlu import HIDDEN, IGNORE, NluLabels, NluModel, decode, e
 from components.models.se import MaskEnhancer, se_loss
 
 MODULES = ("se", "asr", "bridge", "nlu")
+# What the bridge reads: "layer_norm", the pooled states normalised per word (no parameters), so one
+# bridge init suits every backbone (Whisper's decoder states have rms ~10, the Conformer's ~1);
+# "raw", the pooled states as they are (cascades saved before format 3).
+BRIDGE_INPUTS = ("layer_norm", "raw")
+MINILM_EMBEDDING_RMS = 0.056  # MiniLM's input word embeddings: the scale the bridge's outputs start at
 
 
 def pool_words(states: torch.Tensor, spans: Sequence[Sequence[tuple[int, int]]]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,10 +104,22 @@ def slurp_pieces(words: Sequence[tuple[str, int, int]]) -> list[tuple[str, int, 
 
 
 class Cascade(nn.Module):
-    def __init__(self, se: MaskEnhancer | None, asr: ASRBackbone, nlu: NluModel, labels: NluLabels) -> None:
+    def __init__(self, se: MaskEnhancer | None, asr: ASRBackbone, nlu: NluModel, labels: NluLabels, bridge_input: str = "layer_norm") -> None:
         super().__init__()
-        self.se, self.asr, self.nlu, self.labels = se, asr, nlu, labels
+        if bridge_input not in BRIDGE_INPUTS:
+            raise ValueError(f"bridge_input must be one of {BRIDGE_INPUTS}, got {bridge_input!r}")
+        self.se, self.asr, self.nlu, self.labels, self.bridge_input = se, asr, nlu, labels, bridge_input
         self.bridge = nn.Linear(asr.hidden_size, HIDDEN)
+        if bridge_input == "layer_norm":
+            with torch.no_grad():  # unit-rms inputs: outputs start at MiniLM's embedding scale, not ~10x above it
+                self.bridge.weight.mul_(MINILM_EMBEDDING_RMS * math.sqrt(3.0))
+                self.bridge.bias.zero_()
+
+    def embed_words(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled ASR states (B, W, d) -> MiniLM input embeddings (B, W, 384)."""
+        if self.bridge_input == "layer_norm":
+            pooled = nn.functional.layer_norm(pooled, pooled.shape[-1:])
+        return self.bridge(pooled)
 
     def transcribe(self, noisy: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor | None = None, target_lengths: torch.Tensor | None = None) -> dict:
         """SE and ASR only: {enhanced, asr: {...}, hyps: B lists of (word, start, end)}; targets (from
@@ -114,7 +132,7 @@ class Cascade(nn.Module):
         """noisy (B, L) -> {enhanced, asr: {...}, words: B lists of str, nlu: {...}}."""
         out = self.transcribe(noisy, lengths, targets, target_lengths)
         pooled, word_mask = pool_words(out["asr"]["states"], [[(a, b) for _, a, b in h] for h in out["hyps"]])
-        nlu_out = self.nlu(inputs_embeds=self.bridge(pooled), word_mask=word_mask, add_special_tokens=True)
+        nlu_out = self.nlu(inputs_embeds=self.embed_words(pooled), word_mask=word_mask, add_special_tokens=True)
         return {"enhanced": out["enhanced"], "asr": out["asr"], "words": [[w for w, _, _ in h] for h in out["hyps"]], "nlu": nlu_out}
 
     def nlu_targets(self, words: Sequence[Sequence[str]], meta: Sequence[dict], width: int) -> dict:

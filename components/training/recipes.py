@@ -3,6 +3,7 @@ fine-tuning of the cascade, and evaluation on a manifest split. All run on the s
 
 from __future__ import annotations
 
+import time
 from typing import Callable, Sequence
 
 import torch
@@ -10,6 +11,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from components.data.dataset import SpeechDataset, collate
 from components.data.slurp import Entity, Prediction, SlurpRecord
+from components.data.tts import SAMPLE_RATE
 from components.metrics.asr import cer, wer
 from components.metrics.slu import align, slu_metrics
 from components.models.backbone import ASRBackbone
@@ -155,7 +157,7 @@ def train_bridge(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDatase
         target, mask = bridge_targets(model, [[w for w, _, _ in h] for h in hyps], b["meta"], tokenizer, pooled.shape[1])
         if not mask.any():
             return (model.bridge.weight * 0).sum()
-        diff = (model.bridge(pooled) - target)[mask]
+        diff = (model.embed_words(pooled) - target)[mask]
         return (diff**2).mean() / target[mask].pow(2).mean()  # relative MSE
 
     return _train_part(cascade, "bridge.", loss, train_ds, val_ds, cfg, on_metrics)
@@ -183,38 +185,50 @@ def gold_of(meta: dict) -> Prediction:
 
 @torch.no_grad()
 def evaluate_cascade(cascade: Cascade, ds: SpeechDataset, mode: str = "e2e", batch_size: int = 16, device: str = "auto", beam=None) -> tuple[dict, list[tuple[Prediction, str]]]:
-    """WER/CER of the transcripts and SLURP's SLU metrics on ds; returns (metrics, [(prediction, transcript)]).
+    """WER/CER of the transcripts (overall and per TTS engine), SLURP's SLU metrics and the real-time
+    factor on ds; returns (metrics, [(prediction, transcript)]).
 
     beam: a BeamDecoder (lexicon + n-gram LM) for the text mode's transcripts."""
     dev = resolve_device(device)
     cascade = cascade.to(dev).eval()
     tokenizer = load_tokenizer() if mode == "text" else None
-    results, golds, refs = [], [], []
+    results, metas, seconds, audio_seconds = [], [], 0.0, 0.0
     for b in DataLoader(ds, batch_size=batch_size, collate_fn=collate):
+        start = time.perf_counter()
         results += cascade.predict(b["noisy"].to(dev), b["lengths"].to(dev), b["meta"], mode=mode, tokenizer=tokenizer, beam=beam)
-        golds += [gold_of(m) for m in b["meta"]]
-        refs += [m["text"] for m in b["meta"]]
-    return _score(golds, refs, results), results
+        seconds += time.perf_counter() - start
+        audio_seconds += float(b["lengths"].sum()) / SAMPLE_RATE
+        metas += b["meta"]
+    return _score(metas, results, seconds / max(audio_seconds, 1e-9)), results
 
 
-def _score(golds: list[Prediction], refs: list[str], results: list[tuple[Prediction, str]]) -> dict:
-    hyps = [t for _, t in results]
-    return {"wer": wer(refs, hyps), "cer": cer(refs, hyps)} | slu_metrics(align(golds, [p for p, _ in results]))
+def _score(metas: list[dict], results: list[tuple[Prediction, str]], rtf: float) -> dict:
+    """wer, cer, wer_<engine> for each TTS engine present, SLURP's SLU metrics, rtf (processing seconds
+    per second of audio)."""
+    refs, hyps = [m["text"] for m in metas], [t for _, t in results]
+    scores = {"wer": wer(refs, hyps), "cer": cer(refs, hyps)}
+    for engine in sorted({m["engine"] for m in metas}):
+        rows = [i for i, m in enumerate(metas) if m["engine"] == engine]
+        scores[f"wer_{engine}"] = wer([refs[i] for i in rows], [hyps[i] for i in rows])
+    return scores | slu_metrics(align([gold_of(m) for m in metas], [p for p, _ in results])) | {"rtf": round(rtf, 4)}
 
 
 @torch.no_grad()
 def evaluate_external_asr(transcribe: Callable[[list], list[str]], cascade: Cascade, ds: SpeechDataset, batch_size: int = 16) -> tuple[dict, list[tuple[Prediction, str]]]:
-    """An outside recogniser (e.g. pocketsphinx) on the noisy audio, its text into the cascade's NLU."""
+    """An outside recogniser (e.g. pocketsphinx) on the noisy audio, its text into the cascade's NLU;
+    the real-time factor counts the recogniser only."""
     tokenizer = load_tokenizer()
     nlu = cascade.nlu.eval()
-    results, golds, refs = [], [], []
+    results, metas, seconds, audio_seconds = [], [], 0.0, 0.0
     for b in DataLoader(ds, batch_size=batch_size, collate_fn=collate):
         waves = [w[:n].numpy() for w, n in zip(b["noisy"], b["lengths"].tolist())]
+        start = time.perf_counter()
         texts = transcribe(waves)
+        seconds += time.perf_counter() - start
+        audio_seconds += float(b["lengths"].sum()) / SAMPLE_RATE
         words = [split_words(t) or ["<empty>"] for t in texts]
         decoded = decode(nlu(**encode_texts(tokenizer, words)), words, cascade.labels)
         for (scenario, action, entities), text, m in zip(decoded, texts, b["meta"]):
             results.append((Prediction(m["utt_id"], scenario, action, tuple(entities), int(m["slurp_id"])), text))
-        golds += [gold_of(m) for m in b["meta"]]
-        refs += [m["text"] for m in b["meta"]]
-    return _score(golds, refs, results), results
+        metas += b["meta"]
+    return _score(metas, results, seconds / max(audio_seconds, 1e-9)), results
