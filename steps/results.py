@@ -23,9 +23,10 @@ def results_table(
     full_text: dict,
     pocketsphinx: Optional[dict] = None,
     full_beam: Optional[dict] = None,
+    nlu_on_1best: Optional[dict] = None,
 ) -> Tuple[Annotated[pd.DataFrame, "results"], Annotated[HTMLString, "results_table"]]:
     """One row a system, rates x100 in the HTML view; the frame keeps fractions."""
-    rows = [r for r in (frozen, frozen_text, full, full_text, full_beam, pocketsphinx) if r]
+    rows = [r for r in (frozen, frozen_text, nlu_on_1best, full, full_text, full_beam, pocketsphinx) if r]
     df = with_engine_columns(rows)
     shown = df.copy()
     for col in [c for c in df.columns if c in RATES or c.startswith("wer_")]:

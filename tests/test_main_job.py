@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import subprocess
 import sys
 
@@ -32,5 +33,8 @@ def test_the_whole_job_runs_and_reports(tmp_path):
     env = {**os.environ, "ZENML_CONFIG_PATH": str(tmp_path / "zenml"), "ZENML_ANALYTICS_OPT_IN": "false"}
     proc = subprocess.run([sys.executable, "-m", "cascadapt.main_job"], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    for words in ("Frozen backbone vs full fine-tuning", "Architecture search", "Tailored training data", "Multi-task adaptation", "promoted", "Bento: cascadapt_slu_service:"):
+    for words in ("Frozen backbone vs full fine-tuning", "Transcripts of held-out test sentences", "Architecture search", "Tailored training data", "Multi-task adaptation", "promoted", "Bento: cascadapt_slu_service:"):
         assert words in proc.stdout
+    # the served Whisper cascade hears its smoke-test clip and understands it, for every task
+    exact, tasks, correct, tasks_again = map(int, re.search(r"exact transcripts (\d+)/(\d+) .* correct intents (\d+)/(\d+)", proc.stdout).groups())
+    assert exact == correct == tasks == tasks_again > 0

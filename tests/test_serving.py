@@ -188,6 +188,17 @@ def test_the_runtime_runs_torch_on_one_thread_whoever_calls(runtime, utterances)
         runtime.predict([wave], ["dave"])
 
 
+def test_text_mode_reads_the_same_1best_and_a_bad_mode_is_refused(model_dir, runtime):
+    text = TaskRuntime.load(model_dir, device="cpu", mode="text")
+    waves = [decode_audio(wav(1.0)), decode_audio(wav(1.6))]
+    tasks = [runtime.tasks[0], runtime.tasks[-1]]
+    by_text, by_e2e = text.predict(waves, tasks), runtime.predict(waves, tasks)
+    assert [r["transcript"] for r in by_text] == [r["transcript"] for r in by_e2e]
+    assert all(r["intent"] == f"{r['scenario']}_{r['action']}" for r in by_text)
+    with pytest.raises(ValueError, match="serving mode must be one of"):
+        TaskRuntime.load(model_dir, device="cpu", mode="bridge")
+
+
 def test_a_full_finetuning_bundle_is_refused_with_the_reason(model_dir, tmp_path):
     from components.cascade_files import load_cascade
 

@@ -148,6 +148,7 @@ def test_backbone_shape_contract(backbones, synth, kind):
     assert loss.ndim == 0 and torch.isfinite(loss)
     (loss + out["states"].sum() * 0).backward()
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.parameters())
+    assert model.max_seconds == {"conformer_ctc": None, "whisper": model.config.context_seconds}[kind]
     model.zero_grad()
 
 
@@ -398,3 +399,25 @@ def test_export_as_hugging_face_directory_loads_back(asr, tmp_path):
     WhisperForConditionalGeneration.from_pretrained(tmp_path / "hf", local_files_only=True)
     result = CliRunner().invoke(main, ["export", "--model", "whisper-tiny.en", "--out", str(tmp_path / "hf")])
     assert result.exit_code != 0 and "exists" in result.output
+
+
+def test_nlu_learns_from_the_frozen_whispers_own_1best(asr, synth):
+    """The 'frozen ASR, NLU on its 1-best' baseline: the NLU trains on Whisper's transcripts with the gold
+    labels carried over; it overfits four commands, and Whisper does not change."""
+    from components.data.dataset import SpeechDataset
+    from components.models.cascade import Cascade
+    from components.models.nlu import NluLabels, build_nlu
+    from components.training.loop import TrainConfig
+    from components.training.recipes import evaluate_cascade, train_nlu_on_transcripts
+
+    df, root = synth
+    torch.manual_seed(0)
+    labels = NluLabels.from_label_set()
+    cascade = Cascade(None, asr, build_nlu(labels), labels)
+    ds = SpeechDataset(df, root)
+    before = {k: v.clone() for k, v in asr.state_dict().items()}
+    result = train_nlu_on_transcripts(cascade, ds, ds, TrainConfig(max_epochs=8, batch_size=4, lr=2e-4, patience=None, progress=False))
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"] / 3
+    assert all(torch.equal(before[k], v) for k, v in asr.state_dict().items())
+    metrics, _ = evaluate_cascade(cascade, ds, mode="text")
+    assert metrics["intent_acc"] >= 0.9 and set(metrics) >= {"wer_espeak-ng", "wer_festival", "wer_flite", "rtf"}

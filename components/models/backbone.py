@@ -9,6 +9,7 @@
       ... and what the backbone's own loss reads (CTC logits, teacher-forced token logits)
     loss = asr.loss(out, targets, target_lengths)                # scalar: the ASR training loss
     asr.config                                                   # a dataclass with ``kind``
+    asr.max_seconds                                              # the longest clip it takes (None: any)
 
 Everything that needs parameters runs in ``forward`` (a NAS choice cell or DDP wraps the module and only
 sees forward calls); ``loss`` and ``encode_targets`` only read their arguments. ``forward(..., words=False)``
@@ -46,6 +47,11 @@ class ASRBackbone(nn.Module):
     @property
     def hidden_size(self) -> int:
         raise NotImplementedError
+
+    @property
+    def max_seconds(self) -> float | None:
+        """The longest clip the backbone takes (Whisper: its encoder window); None: no limit."""
+        return None
 
     def encode_targets(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

@@ -16,12 +16,14 @@ from torch.nn.utils.rnn import pad_sequence
 from components.adapters import get_adapter
 from components.cascade_files import load_cascade, save_cascade
 from components.models.cascade import Cascade
+from components.models.nlu import load_tokenizer
 from components.multitask.bundle import ADAPTER, TaskAdapters
 from components.serving.audio import RequestError
 from components.serving.torch_thread import run_on_torch_thread
 from components.training.loop import resolve_device
 
 CASCADE_DIR, ADAPTERS_DIR = "cascade", "adapters"
+MODES = ("e2e", "text")
 
 
 def write_service_model(root: str | Path, cascade: Cascade, bundle: TaskAdapters) -> Path:
@@ -40,12 +42,17 @@ class TaskRuntime:
     Loading and predicting run on the process's torch thread (components.serving.torch_thread), which
     also serialises requests: the adapter's task routing is per model, one forward at a time."""
 
-    def __init__(self, cascade: Cascade, bundle: TaskAdapters, device: str = "auto") -> None:
+    def __init__(self, cascade: Cascade, bundle: TaskAdapters, device: str = "auto", mode: str = "e2e") -> None:
+        """mode: "e2e" (the NLU reads the bridge's embeddings of the ASR states) or "text" (the 1-best text)."""
         if bundle.kind != "adapter":
             raise ValueError(f"bundle {bundle.system!r} is kind {bundle.kind!r}: serving holds one backbone and switches adapters, so it needs kind 'adapter'")
+        if mode not in MODES:
+            raise ValueError(f"serving mode must be one of {MODES}, got {mode!r}")
         self.device = resolve_device(device)
         self.bundle = bundle
         self.cascade = cascade
+        self.mode = mode
+        self._tokenizer = load_tokenizer() if mode == "text" else None
         run_on_torch_thread(self._attach)
 
     def _attach(self) -> None:
@@ -54,9 +61,9 @@ class TaskRuntime:
         self._router = get_adapter(self.cascade, ADAPTER)
 
     @classmethod
-    def load(cls, root: str | Path, device: str = "auto") -> "TaskRuntime":
+    def load(cls, root: str | Path, device: str = "auto", mode: str = "e2e") -> "TaskRuntime":
         root = Path(root)
-        return run_on_torch_thread(lambda: cls(load_cascade(root / CASCADE_DIR, device="cpu"), TaskAdapters(root / ADAPTERS_DIR), device))
+        return run_on_torch_thread(lambda: cls(load_cascade(root / CASCADE_DIR, device="cpu"), TaskAdapters(root / ADAPTERS_DIR), device, mode))
 
     @property
     def tasks(self) -> list[str]:
@@ -84,7 +91,7 @@ class TaskRuntime:
         meta = [{"utt_id": str(i), "slurp_id": -1} for i in range(len(waves))]
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             self._router.set_task(list(tasks))
-            results = self.cascade.predict(noisy, lengths, meta)
+            results = self.cascade.predict(noisy, lengths, meta, mode=self.mode, tokenizer=self._tokenizer)
         return [
             {
                 "task": task,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Literal
 
 import bentoml
 from pydantic import BaseModel, Field
@@ -44,6 +45,7 @@ class ServingArgs(BaseModel):
     max_bytes: int = Field(10_000_000, gt=0, description="largest upload accepted")
     device: str = Field("auto", description="auto: CUDA when present")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default")
+    mode: Literal["e2e", "text"] = Field("e2e", description="e2e: the NLU reads the bridge's embeddings of the ASR states; text: the ASR's 1-best text")
 
 
 ARGS = bentoml.use_arguments(ServingArgs)
@@ -105,8 +107,9 @@ class CascadeSLU:
     def __init__(self) -> None:
         if ARGS.threads:
             run_on_torch_thread(torch.set_num_threads, ARGS.threads)
-        self.runtime = TaskRuntime.load(Path(self.model.path), device=ARGS.device)
-        self.limits = AudioLimits(max_seconds=ARGS.max_seconds, max_bytes=ARGS.max_bytes)
+        self.runtime = TaskRuntime.load(Path(self.model.path), device=ARGS.device, mode=ARGS.mode)
+        longest = self.runtime.cascade.asr.max_seconds  # Whisper: its encoder window; a longer request gets a 422 naming it
+        self.limits = AudioLimits(max_seconds=min(ARGS.max_seconds, longest or ARGS.max_seconds), max_bytes=ARGS.max_bytes)
         batch_on_torch_thread = lambda items: run_on_torch_thread(self.predict_batch, items)  # noqa: E731
         self.batcher = MicroBatcher(batch_on_torch_thread, ARGS.max_batch_size, ARGS.max_wait_ms, ARGS.max_queue) if ARGS.batching else None
         self.runtime.predict([torch.zeros(SAMPLE_RATE)], self.runtime.tasks[:1])  # warm-up before /readyz says ready
@@ -120,7 +123,8 @@ class CascadeSLU:
     def describe(self) -> dict:
         bundle = self.runtime.bundle
         return {"model": str(self.model.tag), "system": bundle.system, "backbone": bundle.backbone, "digest": bundle.digest(), "tasks": bundle.tasks,
-                "device": str(self.runtime.device), "batching": ARGS.batching, "max_batch_size": ARGS.max_batch_size}
+                "device": str(self.runtime.device), "batching": ARGS.batching, "max_batch_size": ARGS.max_batch_size, "mode": ARGS.mode,
+                "max_seconds": self.limits.max_seconds}
 
     def __is_ready__(self) -> bool:
         return getattr(self, "ready", False)

@@ -112,9 +112,11 @@ class RecordDataset(Dataset):
 def train_nlu(nlu: NluModel, labels: NluLabels, train_records, val_records, cfg: TrainConfig, on_metrics: MetricsFn = None, head_lr_factor: float = 10.0) -> TrainResult:
     """Gold text -> scenario, action, tags; the heads learn faster than the pre-trained encoder."""
     tokenizer = load_tokenizer()
+    return _train_nlu_on(nlu, train_records, val_records, lambda records: batch_from_records(tokenizer, records, labels), cfg, on_metrics, head_lr_factor)
 
-    def batchify(records):
-        return batch_from_records(tokenizer, records, labels)
+
+def _train_nlu_on(nlu: NluModel, train_items: Sequence, val_items: Sequence, batchify, cfg: TrainConfig, on_metrics: MetricsFn, head_lr_factor: float) -> TrainResult:
+    """The NLU on text items that ``batchify`` turns into (model inputs, targets); heads at head_lr_factor x lr."""
 
     def loss(model, b):
         inputs, targets = b
@@ -124,7 +126,36 @@ def train_nlu(nlu: NluModel, labels: NluLabels, train_records, val_records, cfg:
         return {"val_loss": loss(model, b)}
 
     optimizer = lambda m: torch.optim.AdamW(param_groups(m, cfg.lr, cfg.lr * head_lr_factor))  # noqa: E731
-    return train(nlu, loss, RecordDataset(train_records), cfg, collate_fn=batchify, val_fn=validation_fn(RecordDataset(val_records), val, cfg, batchify), on_metrics=on_metrics, optimizer=optimizer)
+    return train(nlu, loss, RecordDataset(train_items), cfg, collate_fn=batchify, val_fn=validation_fn(RecordDataset(val_items), val, cfg, batchify), on_metrics=on_metrics, optimizer=optimizer)
+
+
+@torch.no_grad()
+def transcribe_items(cascade: Cascade, ds: SpeechDataset, batch_size: int = 16, device: str = "auto") -> list[tuple[list[str], dict]]:
+    """(1-best words, meta) for every utterance of ds: SE + ASR on the noisy audio, greedy, as at inference."""
+    dev = resolve_device(device)
+    was_training = cascade.training
+    cascade.to(dev).eval()
+    items = []
+    for b in DataLoader(ds, batch_size=batch_size, collate_fn=collate):
+        hyps = cascade.transcribe(b["noisy"].to(dev), b["lengths"].to(dev))["hyps"]
+        items += [([w for w, _, _ in h], m) for h, m in zip(hyps, b["meta"])]
+    cascade.train(was_training)
+    return items
+
+
+def train_nlu_on_transcripts(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None, head_lr_factor: float = 10.0, max_words: int = 64) -> TrainResult:
+    """The NLU on the frozen ASR's own 1-best text (the text cascade adapted to its recogniser's errors):
+    gold scenario and action, gold tags carried onto the hypothesised words by alignment. The train and
+    validation audio is transcribed once; only the NLU trains."""
+    tokenizer = load_tokenizer()
+    train_items, val_items = transcribe_items(cascade, train_ds, device=cfg.device), transcribe_items(cascade, val_ds, device=cfg.device)
+
+    def batchify(items):
+        words = [w[:max_words] for w, _ in items]
+        targets = cascade.nlu_targets(words, [m for _, m in items], max(max(len(w) for w in words), 1))
+        return encode_texts(tokenizer, [w or ["<empty>"] for w in words], max_words=max_words), targets
+
+    return _train_nlu_on(cascade.nlu, train_items, val_items, batchify, cfg, on_metrics, head_lr_factor)
 
 
 def bridge_targets(cascade: Cascade, words: Sequence[Sequence[str]], meta: Sequence[dict], tokenizer, width: int) -> tuple[torch.Tensor, torch.Tensor]:

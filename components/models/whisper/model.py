@@ -94,6 +94,10 @@ class WhisperASR(ASRBackbone):
         return self.whisper.config.d_model
 
     @property
+    def max_seconds(self) -> float:
+        return self.config.context_seconds
+
+    @property
     def context_frames(self) -> int:
         return int(round(self.config.context_seconds * FRAMES_PER_SECOND / 2)) * 2
 
