@@ -67,7 +67,7 @@ def extra_rows(run, threads: int) -> list[dict]:
     if backbone.asr.kind != "whisper":
         return []
     tuned = run.steps["evaluate_full"].inputs["cascade"][0].load()
-    test = run.steps["split_corpus"].outputs["test"][0].load()
+    test = run.steps["evaluate_frozen"].inputs["test"][0].load()  # the split the backbone can hear (fit_to_backbone)
     root = Path(run.steps["ingest"].outputs["manifest_path"][0].load()).parent
     noisy = SpeechDataset(test, root)
     clean = SpeechDataset(test.assign(noisy_path=test["clean_path"]), root)

@@ -5,7 +5,7 @@ from zenml import Model, pipeline
 from steps.data_version import tracked_data_version
 from steps.ingest import ingest
 from steps.pretrain import init_cascade, pretrain_asr, pretrain_asr_enhanced, pretrain_bridge, pretrain_nlu, pretrain_se
-from steps.split import split_corpus
+from steps.split import fit_to_backbone, split_corpus
 from steps.validate import validate_corpus
 
 
@@ -32,8 +32,8 @@ def pretrain_pipeline(
     md5 = tracked_data_version(data_root=data_root)
     manifest, manifest_path, _ = ingest(md5, slurp_jsonl=source_text, corpus_name=corpus_name, data_root=data_root, voices=voices, snrs=snrs, limit=limit, seed=seed)
     _, summary = validate_corpus(manifest_path, allow_unlabelled=True)
-    train, nas_val, _ = split_corpus(manifest, summary)
     cascade = init_cascade(asr=asr, se=se, seed=seed)
+    train, nas_val, _ = fit_to_backbone(cascade, *split_corpus(manifest, summary))
     cascade, _ = pretrain_se(cascade, train, nas_val, manifest_path, train_config=se_train, checkpoint_dir=checkpoint_dir)
     cascade, _ = pretrain_asr(cascade, train, nas_val, manifest_path, train_config=asr_train, checkpoint_dir=checkpoint_dir)
     cascade, _ = pretrain_asr_enhanced(cascade, train, nas_val, manifest_path, train_config=asr_enhanced_train, checkpoint_dir=checkpoint_dir)

@@ -6,7 +6,7 @@ from typing import Optional, Tuple
 from steps.backbones import backbone_artifact
 from steps.data_version import tracked_data_version
 from steps.ingest import ingest
-from steps.split import split_corpus
+from steps.split import fit_to_backbone, split_corpus
 from steps.validate import validate_corpus
 
 ALL_MODULES = ("se", "asr", "bridge", "nlu")  # what full fine-tuning trains
@@ -19,5 +19,6 @@ def target_data(
     md5 = tracked_data_version(data_root=data_root)
     manifest, manifest_path, _ = ingest(md5, slurp_jsonl=target_slurp_jsonl, corpus_name=corpus_name, data_root=data_root, voices=voices, snrs=snrs, limit=limit, seed=seed)
     _, summary = validate_corpus(manifest_path)
-    train, nas_val, test = split_corpus(manifest, summary)
-    return train, nas_val, test, manifest_path, backbone_artifact(backbone_version), md5
+    backbone = backbone_artifact(backbone_version)
+    train, nas_val, test = fit_to_backbone(backbone, *split_corpus(manifest, summary))
+    return train, nas_val, test, manifest_path, backbone, md5

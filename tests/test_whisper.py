@@ -14,7 +14,7 @@ import torch
 from click.testing import CliRunner
 
 from components.data.corpus import CorpusConfig, build_corpus
-from components.data.manifest import read_manifest
+from components.data.manifest import read_manifest, rows_within
 from components.data.slurp import read_slurp
 from components.data.speakers import Speaker
 from components.models.asr import ASRConfig, ConformerCTC
@@ -189,6 +189,9 @@ def test_whisper_cascade_saves_and_loads(asr, synth, tmp_path):
     config = json.loads((tmp_path / "c/cascade.json").read_text())
     assert config["asr"]["kind"] == "whisper" and (tmp_path / "c/asr_tokenizer.json").is_file()
     loaded = load_cascade(tmp_path / "c")
+    whisper = loaded.asr.whisper  # still one Parameter for the tied embeddings: one optimizer slot, one NAS delta
+    assert whisper.proj_out.weight is whisper.model.decoder.embed_tokens.weight
+    assert sum(p.numel() for p in loaded.parameters()) == sum(p.numel() for p in cascade.parameters())
     df, root = synth
     wave = torch.from_numpy(read16k(root / df["noisy_path"].iloc[1]))[None]
     lengths = torch.tensor([wave.shape[1]])
@@ -421,3 +424,13 @@ def test_nlu_learns_from_the_frozen_whispers_own_1best(asr, synth):
     assert all(torch.equal(before[k], v) for k, v in asr.state_dict().items())
     metrics, _ = evaluate_cascade(cascade, ds, mode="text")
     assert metrics["intent_acc"] >= 0.9 and set(metrics) >= {"wer_espeak-ng", "wer_festival", "wer_flite", "rtf"}
+
+
+def test_only_clips_within_the_window_reach_a_whisper(asr, synth):
+    """fit_to_backbone's rule: a Whisper hears up to its context; longer rows are dropped and counted."""
+    df, _ = synth
+    longest = float(df["duration"].max())
+    assert rows_within(df, None) == (df, 0) and rows_within(df, asr.max_seconds)[1] == 0  # SLURP commands fit 10 s
+    kept, dropped = rows_within(df, longest - 1e-3)
+    assert dropped == int((df["duration"] == longest).sum()) >= 1 and len(kept) == len(df) - dropped
+    assert kept["duration"].max() < longest and list(kept.index) == list(range(len(kept)))

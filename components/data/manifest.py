@@ -95,3 +95,11 @@ def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:
 def resolve_audio(manifest_path: str | os.PathLike, rel: str) -> Path:
     p = Path(rel)
     return p if p.is_absolute() else Path(manifest_path).parent / p
+
+
+def rows_within(df: pd.DataFrame, max_seconds: float | None) -> tuple[pd.DataFrame, int]:
+    """The rows whose clip lasts at most ``max_seconds`` (None: all), re-indexed, and how many were dropped."""
+    if max_seconds is None:
+        return df, 0
+    keep = df["duration"] <= max_seconds
+    return df[keep].reset_index(drop=True), int((~keep).sum())

@@ -538,7 +538,8 @@ def save_state_dict(module: nn.Module, path: str | os.PathLike) -> None:
 def load_state_dict_file(module: nn.Module, path: str | os.PathLike, device: str | torch.device = "cpu") -> None:
     """Load a file written by :func:`save_state_dict` into ``module`` (strict; safetensors only).
 
-    A module built on the meta device (no memory, no random init) takes the file's tensors as its own."""
+    A module built on the meta device (no memory, no random init) takes the file's tensors as its own;
+    parameters the file stores once under several names (tied weights) come back as one Parameter."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
@@ -547,7 +548,14 @@ def load_state_dict_file(module: nn.Module, path: str | os.PathLike, device: str
     state = load_file(str(path), device=str(device))
     for alias, source in aliases.items():
         state[alias] = state[source]
-    module.load_state_dict(state, strict=True, assign=any(p.is_meta for p in module.parameters()))
+    assign = any(p.is_meta for p in module.parameters())
+    module.load_state_dict(state, strict=True, assign=assign)
+    if assign:  # assign made one Parameter a name: tie the aliases back to their source (one tensor, one optimizer slot)
+        for alias, source in aliases.items():
+            owner, _, leaf = alias.rpartition(".")
+            target = module.get_submodule(owner) if owner else module
+            if isinstance(getattr(target, leaf), nn.Parameter):
+                setattr(target, leaf, module.get_parameter(source))
 
 
 def save_nlu(model: NluModel, labels: NluLabels, directory: str | os.PathLike, tokenizer=None) -> Path:
