@@ -168,6 +168,17 @@ def test_resume_from_max_steps_is_bit_identical(tmp_path):
     _assert_same_run(resumed, _reference(tmp_path, 17))
 
 
+def test_a_checkpoint_of_other_parameters_is_refused_by_folder(tmp_path):
+    """Parameters changed since the checkpoint (a layer more, weights tied or untied): a clear error, not torch's."""
+    folder = tmp_path / "run"
+    model, data, val = make_problem()
+    train(model, noisy_mse, data, config(max_steps=3, checkpoint_dir=str(folder), checkpoint_every=3))
+    model, _, _ = make_problem()
+    model.extra = nn.Linear(1, 1)
+    with pytest.raises(ValueError, match=f"checkpoint in {folder} .* does not fit this model's parameters"):
+        train(model, noisy_mse, data, config(max_steps=6, checkpoint_dir=str(folder), checkpoint_every=3))
+
+
 def test_checkpoints_load_without_pickle_and_survive_partial_files(tmp_path):
     folder = tmp_path / "run"
     model, data, val = make_problem()

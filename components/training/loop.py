@@ -327,8 +327,12 @@ def train(
     if ckpt is not None:
         if ckpt.state["data"] != data_key:
             raise ValueError(f"checkpoint in {cfg.checkpoint_dir} was made with {ckpt.state['data']}, not {data_key}")
-        model.load_state_dict(ckpt.model_state)
-        opt.load_state_dict(ckpt.state["optimizer"])
+        try:
+            model.load_state_dict(ckpt.model_state)
+            opt.load_state_dict(ckpt.state["optimizer"])
+        except (RuntimeError, ValueError) as err:
+            raise ValueError(f"checkpoint in {cfg.checkpoint_dir} (step {ckpt.step}) does not fit this model's parameters "
+                             f"(made by another version of the code?); move it away to train afresh: {err}") from err
         scaler.load_state_dict(ckpt.state["scaler"])
         p = _Progress(**ckpt.state["progress"])
         best_state, resumed_from = ckpt.best_state, ckpt.step
