@@ -119,7 +119,7 @@ def _load_model(spec: str):
 @click.option("--out", type=click.Path(dir_okay=False), required=True, help="predictions.jsonl (SLURP evaluation format + slurp_id + transcript).")
 @click.option("--split", type=click.Choice(["train", "nas_val", "test", "all"]), default="all", show_default=True)
 @click.option("--mode", type=click.Choice(["e2e", "text"]), default="e2e", show_default=True, help="e2e: through the bridge; text: ASR 1-best text into the NLU (the only mode of a bare Whisper).")
-@click.option("--context", type=click.FloatRange(min=0.1, max=30), help="Whisper encoder window in seconds (30: Whisper's own); default: the model's.")
+@click.option("--context", type=click.FloatRange(min=0.5, max=30.0), help="Whisper encoder window in seconds (30: Whisper's own); default: the model's.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
 def predict(model_spec, nlu_spec, manifest, out, split, mode, context, batch_size) -> None:
     """Transcribe and understand every utterance of MANIFEST; one line a recording."""
