@@ -163,7 +163,7 @@ RUN_IN_ONE_PROCESS = textwrap.dedent(
 )
 
 
-@pytest.mark.timeout(1800)  # eight pipeline runs: about 7 min alone on 2 cores, far more on shared cores
+@pytest.mark.timeout(1800)  # eight pipeline runs: about 4.5 min alone on 2 cores, far more on shared cores
 def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     root = tmp_path / "project"
     root.mkdir()
