@@ -26,6 +26,7 @@ def nas_pipeline(
     blocks: Tuple[str, ...] = (),
     lambdas: Tuple[float, ...] = (),
     max_trainable_pct: float = 10.0,
+    loss_weights: Optional[dict] = None,
     checkpoint_dir: Optional[str] = None,
 ) -> None:
     """target corpus -> frozen, full fine-tuning, full plugging, NA search + stage 2, and per lambda an NFA
@@ -33,11 +34,12 @@ def nas_pipeline(
     ``max_trainable_pct`` (its cascade and architecture) in cascadapt_nas.
 
     ``lambdas``: the penalty weights of the NFA sweep (default: search_config's ``lam``).
-    ``blocks``: modules searched per layer instead of whole (e.g. [asr, nlu])."""
+    ``blocks``: modules searched per layer instead of whole (e.g. [asr, nlu]).
+    ``loss_weights``: full fine-tuning's, as baseline_pipeline's (the same settings reuse its cached step)."""
     train, nas_val, test, manifest_path, backbone, _ = target_data(target_slurp_jsonl, corpus_name, voices, snrs, limit, seed, data_root, backbone_version)
 
     frozen, _ = evaluate(backbone, test, manifest_path, system="frozen", id="evaluate_frozen")
-    tuned, _ = finetune_full(backbone, train, nas_val, manifest_path, train_config=finetune_train, checkpoint_dir=checkpoint_dir)
+    tuned, _ = finetune_full(backbone, train, nas_val, manifest_path, train_config=finetune_train, loss_weights=loss_weights, checkpoint_dir=checkpoint_dir)
     full, _ = evaluate(tuned, test, manifest_path, system="full_finetuning", trained_modules=ALL_MODULES, id="evaluate_full")
 
     plugged, plugged_arch = fixed_architecture(backbone, choice="adapter", space="NA", adapters=adapters, blocks=blocks)

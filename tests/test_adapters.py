@@ -254,6 +254,9 @@ def test_roles_resolve_on_bert_and_conformer():
     targets = [p for p, _ in A.find_targets(model, ["asr:@ffn"])]
     assert targets == [f"asr.encoder.conformer_layers.{i}.ffn{j}" for i in range(2) for j in (1, 2)]
     assert [p for p, _ in A.find_targets(model, ["nlu:@attention"])] == [f"nlu.net.encoder.layer.{i}.attention" for i in range(2)]
+    assert [p for p, _ in A.find_targets(model, ["asr:@encoder_layer"])] == [f"asr.encoder.conformer_layers.{i}" for i in range(2)]
+    with pytest.raises(ValueError, match="role '@cross_attention' is not defined .* their roles: attention, encoder, encoder_layer, ffn, layer, linear$"):
+        A.find_targets(model, ["asr:@cross_attention"])
     lora = A.add_adapter(model, A.LoraConfig(target_modules=["nlu:@attention"]))
     assert sorted({p.rsplit(".", 1)[-1] for p in lora.layers}) == ["dense", "key", "query", "value"]
 

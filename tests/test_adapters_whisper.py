@@ -3,7 +3,7 @@ and LoRA on the real WhisperForConditionalGeneration against peft: same outputs,
 
 Per method: it attaches by role, only its parameters train, they receive gradients through the
 teacher-forced cross-entropy, zero-init methods leave the logits unchanged, removal restores them.
-Whisper-specific targets where the default does not fit: BitFit and HRA per stack of layers (the
+Whisper-specific targets where the default does not fit: BitFit on '@layer', HRA on '@encoder_layer' (the
 encoder's and the decoder's sequences differ in length, so one HRA controller cannot run through both),
 Houlsby sequential (fc2's input is wider than its output). Prompt and prefix tuning are refused with
 the reason: WhisperASR runs the encoder's layers itself (no encoder forward to prepend to), and
@@ -27,7 +27,7 @@ DIMS = dict(vocab_size=51864, d_model=16, num_mel_bins=80, encoder_layers=2, dec
 ON_WHISPER = {
     "bitfit": lambda: A.BitFitConfig(target_modules=["@layer"]),
     "houlsby": lambda: A.HoulsbyConfig(reduction_factor=4, placement="sequential"),
-    "hra": lambda: A.HRAConfig(target_modules=["model.encoder.layers.*"], r=8),
+    "hra": lambda: A.HRAConfig(target_modules=["@encoder_layer"], r=8),
 }
 REFUSED = {"prompt": "role '@encoder' is not defined", "prefix": "WhisperAttention"}
 

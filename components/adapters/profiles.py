@@ -2,7 +2,9 @@
 
 A profile maps a role to globs relative to the backbone module. Roles:
   @encoder    the backbone itself (prompt tuning prepends to its input)
-  @layer      each block (HRA, hyperformer and layer-output adapters)
+  @layer      each block (hyperformer and layer-output adapters)
+  @encoder_layer  each block of the (acoustic or text) encoder stack: one sequence length all through,
+              which HRA's recurrence over the blocks needs (Whisper's decoder runs on other lengths)
   @attention  each attention block (Houlsby adapters go after it; LoRA adapts its projections)
   @ffn        each feed-forward block (Houlsby and Pfeiffer adapters go after it)
   @linear     every nn.Linear in the blocks (LoRA everywhere)
@@ -36,6 +38,7 @@ PROFILES: dict[str, Profile] = {
         roles={
             "encoder": [""],
             "layer": ["conformer_layers.*"],
+            "encoder_layer": ["conformer_layers.*"],
             "attention": ["conformer_layers.*.self_attn"],
             "ffn": ["conformer_layers.*.ffn1", "conformer_layers.*.ffn2"],
             "linear": ["conformer_layers.*.ffn1.sequential.1", "conformer_layers.*.ffn1.sequential.4",
@@ -51,6 +54,7 @@ PROFILES: dict[str, Profile] = {
         roles={
             "encoder": [""],
             "layer": ["encoder.layer.*"],
+            "encoder_layer": ["encoder.layer.*"],
             "attention": ["encoder.layer.*.attention"],
             "ffn": ["encoder.layer.*.output"],
             "linear": ["encoder.layer.*.attention.self.query", "encoder.layer.*.attention.self.key",
@@ -63,6 +67,7 @@ PROFILES: dict[str, Profile] = {
     "transformers.models.whisper.modeling_whisper.WhisperForConditionalGeneration": Profile(
         roles={
             "layer": ["model.encoder.layers.*", "model.decoder.layers.*"],
+            "encoder_layer": ["model.encoder.layers.*"],
             "attention": ["model.encoder.layers.*.self_attn", "model.decoder.layers.*.self_attn"],
             "cross_attention": ["model.decoder.layers.*.encoder_attn"],
             "ffn": ["model.encoder.layers.*.fc2", "model.decoder.layers.*.fc2"],
@@ -74,7 +79,7 @@ PROFILES: dict[str, Profile] = {
         },
     ),
     "components.models.se.MaskEnhancer": Profile(
-        roles={"encoder": [""], "layer": ["rnn"], "ffn": ["mask"], "linear": ["mask"]},
+        roles={"encoder": [""], "layer": ["rnn"], "encoder_layer": ["rnn"], "ffn": ["mask"], "linear": ["mask"]},
     ),
 }
 
@@ -99,7 +104,8 @@ def expand_role(model: nn.Module, pattern: str) -> list[str]:
     globs = [_join(path, g) for path, profile in found for g in profile.roles.get(role, [])]
     if not globs:
         kinds = sorted({type(model.get_submodule(p)).__name__ for p, _ in found}) or ["none"]
-        raise ValueError(f"role '@{role}' is not defined for the backbones in scope '{scope or '(whole model)'}': {kinds}; roles: encoder, layer, attention, cross_attention, ffn, linear, norm")
+        known = sorted({r for _, profile in found for r in profile.roles}) or sorted({r for profile in PROFILES.values() for r in profile.roles})
+        raise ValueError(f"role '@{role}' is not defined for the backbones in scope '{scope or '(whole model)'}': {kinds}; their roles: {', '.join(known)}")
     return globs
 
 
