@@ -3,7 +3,7 @@
     python benchmarks/arte_policy.py [--rounds 4] [--seeds 5] [--out benchmarks/results/arte_policy.json]
 
 The teacher is the shipped sample's (train-split templates, the 8 target voices, 3 noises, 4 SNRs), with
-configs/arte.yaml's loop shape (6 candidate batches of 16 a round, the best 2 against the worst 2). Two kinds
+configs/arte.yaml's (and arte_conformer.yaml's) loop shape (6 candidate batches of 16 a round, the best 2 against the worst 2). Two kinds
 of preferences:
   noise:  candidates ranked at random, what gains look like when the update is too short to tell batches
           apart. The policy should stay broad: "effective" is exp(entropy) per factor, the number of values

@@ -1,5 +1,5 @@
 """Multi-task adaptation: every method's task-averaged scores and parameters, from the newest finished
-multitask_pipeline run (configs/multitask.yaml), against the issue's target.
+multitask_pipeline run (configs/multitask.yaml on Whisper, or multitask_conformer.yaml), against the issue's target.
 
     zenml pipeline run pipelines.multitask_pipeline.multitask_pipeline -c configs/multitask.yaml
     python benchmarks/multitask.py [--out benchmarks/results/multitask.json]
@@ -28,7 +28,7 @@ def newest_run():
     for run in Client().list_pipeline_runs(pipeline_name="multitask_pipeline", sort_by="desc:created", size=10).items:
         if run.status == "completed":
             return run
-    raise SystemExit("no finished multitask_pipeline run in the local ZenML store: run configs/multitask.yaml first")
+    raise SystemExit("no finished multitask_pipeline run in the local ZenML store: run configs/multitask.yaml (or multitask_conformer.yaml) first")
 
 
 def main() -> None:
