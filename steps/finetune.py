@@ -25,7 +25,7 @@ def finetune_full(
 ) -> Tuple[Annotated[Cascade, ArtifactConfig(name="finetuned_cascade", artifact_type=ArtifactType.MODEL)], Annotated[HTMLString, "finetune_curves"]]:
     """Full fine-tuning of every module on the target domain (the baseline adapters must match)."""
     root = Path(manifest_path).parent
-    cfg = make_train_config(train_config, checkpoint_dir, "full")
+    cfg = make_train_config(train_config, checkpoint_dir, "full", loss_weights=loss_weights)
     curves = train_and_log("full", lambda cb: recipes.finetune_cascade(cascade, SpeechDataset(train, root), SpeechDataset(nas_val, root), cfg, cb, weights=loss_weights))
     return cascade, curves
 

@@ -29,8 +29,11 @@ def checkpoint_folder(checkpoint_dir: Optional[str], module: str, settings: Opti
     return str(Path(checkpoint_dir).expanduser() / module / f"{(source.content_hash or str(source.id))[:16]}-{digest}")
 
 
-def make_train_config(train_config: dict, checkpoint_dir: Optional[str], module: str) -> TrainConfig:
-    return TrainConfig(**{**train_config, "checkpoint_dir": checkpoint_folder(checkpoint_dir, module, train_config)})
+def make_train_config(train_config: dict, checkpoint_dir: Optional[str], module: str, **also_hashed) -> TrainConfig:
+    """TrainConfig with its checkpoint folder; ``also_hashed``: settings outside train_config that change what
+    trains (loss weights), so a checkpoint made with others is not resumed. None values do not count."""
+    settings = {**train_config, **{k: v for k, v in also_hashed.items() if v is not None}}
+    return TrainConfig(**{**train_config, "checkpoint_dir": checkpoint_folder(checkpoint_dir, module, settings)})
 
 
 def train_and_log(module: str, run: Callable[[Callable[[dict], None]], TrainResult]) -> HTMLString:

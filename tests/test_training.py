@@ -352,3 +352,22 @@ def test_lr_scale_globs_and_the_most_specific_key():
     assert len(lr_groups(named, 1.0, {"*.lora.*": 2.0})) == 1  # a glob may match nothing
     with pytest.raises(ValueError, match=r"\['nlu.head.'\]"):  # a prefix must name something
         lr_groups(named, 1.0, {"nlu.head.": 2.0})
+
+
+def test_checkpoint_folders_differ_by_loss_weights_and_input(monkeypatch, tmp_path):
+    """A step's checkpoint folder hashes its input cascade and every setting that changes what trains:
+    another loss weighting must not resume a checkpoint made with the default one."""
+    from types import SimpleNamespace
+
+    import steps.training as st
+
+    inputs = {"cascade": [SimpleNamespace(content_hash="a" * 20, id=1)]}
+    monkeypatch.setattr(st, "get_step_context", lambda: SimpleNamespace(inputs=inputs))
+    settings = {"max_epochs": 1, "lr": 1e-3}
+    plain = st.make_train_config(settings, str(tmp_path), "full").checkpoint_dir
+    assert st.make_train_config(settings, str(tmp_path), "full", loss_weights=None).checkpoint_dir == plain
+    weighted = st.make_train_config(settings, str(tmp_path), "full", loss_weights={"asr": 1.0}).checkpoint_dir
+    assert weighted != plain and Path(weighted).parent == Path(plain).parent == tmp_path / "full"
+    assert st.make_train_config({**settings, "progress": False}, str(tmp_path), "full").checkpoint_dir == plain  # RESUMABLE settings don't count
+    inputs["cascade"] = [SimpleNamespace(content_hash="b" * 20, id=2)]
+    assert st.make_train_config(settings, str(tmp_path), "full").checkpoint_dir != plain
