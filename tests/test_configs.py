@@ -11,6 +11,7 @@ Whisper's stacks (their sequences differ in length), BitFit on '@encoder' (Whisp
 from __future__ import annotations
 
 import copy
+import importlib
 import inspect
 from pathlib import Path
 
@@ -53,7 +54,7 @@ def backbone_kind(path: Path) -> str:
 def pipeline_of(path: Path):
     name = path.stem if path.stem in PIPELINES else path.stem.split("_")[0]
     module, attr = PIPELINES[name].split(".")
-    return getattr(__import__(f"pipelines.{module}", fromlist=[attr]), attr)
+    return getattr(importlib.import_module(f"pipelines.{module}"), attr)
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_parameters_are_the_pipelines_and_settings_build(path, cascades):
     for key in TRAIN_SETTINGS:
         if key in params:
             cfg = TrainConfig(**params[key])
-            if key in ("finetune_train",):  # trains the plain cascade; the others train cells or one module
+            if key == "finetune_train":  # trains the plain cascade; the others train cells or one module
                 lr_groups(named, cfg.lr, cfg.lr_scale)
     for spec in params.get("methods", {}).values():
         if "train" in spec:
