@@ -2,9 +2,9 @@
 
 A profile maps a role to globs relative to the backbone module. Roles:
   @encoder    the backbone itself (prompt tuning prepends to its input)
-  @layer      each block (hyperformer and layer-output adapters)
-  @encoder_layer  each block of the (acoustic or text) encoder stack: one sequence length all through,
-              which HRA's recurrence over the blocks needs (Whisper's decoder runs on other lengths)
+  @decoder    Whisper's decoder stack (prompt tuning: learnt decoder prompt embeddings)
+  @layer      each block (hyperformer and layer-output adapters; HRA recurs over them, stack by stack)
+  @encoder_layer  each block of the (acoustic or text) encoder stack only
   @attention  each attention block (Houlsby adapters go after it; LoRA adapts its projections)
   @ffn        each feed-forward block (Houlsby and Pfeiffer adapters go after it)
   @linear     every nn.Linear in the blocks (LoRA everywhere)
@@ -63,9 +63,11 @@ PROFILES: dict[str, Profile] = {
         },
     ),
     # Whisper: the encoder and the decoder stacks both. No '@encoder' role: WhisperASR runs the encoder's
-    # layers itself (any window up to 30 s), so nothing calls WhisperEncoder.forward for a prompt to hook.
+    # layers itself (any window up to 30 s), so nothing calls WhisperEncoder.forward for a prompt to hook;
+    # prompt tuning prepends to the decoder ('@decoder') instead.
     "transformers.models.whisper.modeling_whisper.WhisperForConditionalGeneration": Profile(
         roles={
+            "decoder": ["model.decoder"],
             "layer": ["model.encoder.layers.*", "model.decoder.layers.*"],
             "encoder_layer": ["model.encoder.layers.*"],
             "attention": ["model.encoder.layers.*.self_attn", "model.decoder.layers.*.self_attn"],

@@ -7,15 +7,24 @@ layer and every task; each task owns only a small head (method-level,
 ``tasks[task]``). For adapted layer l (targets in order, ``depth`` l) with
 output x_l (..., d), per frame or token:
 
-    h_l = relu(W x_l + u * h_{l-1} + b)      W (r, d), u (r,) elementwise, b (r,); h_{-1} = 0
+    h_l = relu(W x_l + u * h_{l-1} + b)      W (r, d), u (r,) elementwise, b (r,)
     y_l = x_l + head_task(h_l)               head: Linear r -> d, or r -> ffn_dim -> d
 
-The state is reset at depth 0 on every forward pass and carried from layer to
-layer inside the method, so the targets must run in target order (one full
-pass, as a layer stack does). Heads end in a zero-initialised Linear: the
-adapted model starts exactly equal to the backbone. In a mixed batch the
-controller runs once on all rows (it is task-independent) and each row goes
-through its own task's head.
+Stacks. Targets that share a parent module form a stack (Whisper: the encoder's
+layers, then the decoder's). Within a stack the state runs from layer to layer
+on one sequence. Where one stack ends and the next begins the sequences differ
+(encoder frames (B, T, d), decoder tokens (B, S, d)), so ``cross_stack`` says how
+the recurrence crosses: ``reset`` starts the next stack at h = 0; ``pooled``
+starts it from the previous stack's last state averaged over positions,
+(B, 1, r), broadcast over the next stack's positions. That carried state stays
+until the first stack runs again, so every pass of the decoder (each decoding
+step on a KV cache) starts from the same encoder summary. ``controller:
+per_stack`` gives each stack its own IndRNN (the heads stay one a task).
+
+The targets of a stack must run in order, in one pass (a layer stack does).
+Heads end in a zero-initialised Linear: the adapted model starts exactly equal
+to the backbone. In a mixed batch the controller runs once on all rows (it is
+task-independent) and each row goes through its own task's head.
 """
 
 from __future__ import annotations
@@ -53,6 +62,24 @@ def make_head(r: int, d: int, kind: str, ffn_dim: int) -> nn.Module:
     return last if kind == "linear" else nn.Sequential(nn.Linear(r, ffn_dim), nn.ReLU(), last)
 
 
+def stacks_of(paths: list[str]) -> list[int]:
+    """The stack index of each target path: targets with one parent module form a stack, numbered in order."""
+    parents: list[str] = []
+    out = []
+    for path in paths:
+        parent = path.rpartition(".")[0]
+        if parent not in parents:
+            parents.append(parent)
+        out.append(parents.index(parent))
+    return out
+
+
+def pool_positions(h: torch.Tensor, batch_dim: int) -> torch.Tensor:
+    """(..., r) -> the mean over every dimension but the batch and the units, kept as size 1: (B, 1, r) for (B, T, r)."""
+    dims = [d for d in range(h.dim() - 1) if d != batch_dim % h.dim()]
+    return h.mean(dim=dims, keepdim=True) if dims else h
+
+
 class HRALayer(AdapterLayer):
     def __init__(self, base: nn.Module, method: AdapterMethod, path: str, depth: int, batch_dim: int) -> None:
         super().__init__(base, method, path, depth, batch_dim)
@@ -62,7 +89,7 @@ class HRALayer(AdapterLayer):
         return nn.Module()  # nothing per layer: the task's head lives in the method
 
     def adapt(self, output: torch.Tensor, args: tuple, kwargs: dict) -> torch.Tensor:
-        h = self.method.step(self.depth, output, self.path)  # (..., r), the same for every task
+        h = self.method.step(self.depth, output, self.path, self.batch_dim)  # (..., r), the same for every task
         return output + per_task(self.method.router, h, self.batch_dim, lambda task, hh: self.method.tasks[task](hh))
 
 
@@ -74,33 +101,69 @@ class HRAMethod(AdapterMethod):
     def __init__(self, config: HRAConfig, name: str) -> None:
         super().__init__(config, name)
         self.width = 0
-        self.last_depth = -1
-        self._state: tuple[int, torch.Tensor] | None = None  # (depth, h) of the last layer run in this pass
+        self.stack: list[int] = []  # depth -> stack index
+        self._state: tuple[int, torch.Tensor] | None = None  # (depth, h) of the last layer run in this stack's pass
+        self._carry: dict[int, torch.Tensor] = {}  # stack -> its last state pooled over positions (cross_stack 'pooled')
 
     def prepare(self, targets: list[tuple[str, nn.Module]]) -> None:
         widths = {path: output_features(module) for path, module in targets}
         if len(set(widths.values())) != 1:
             raise ValueError(f"hra: one controller reads every target, so they must share one width; got {widths}. Apply one hra per backbone.")
         self.width = next(iter(widths.values()))
-        self.last_depth = len(targets) - 1
-        self.shared["controller"] = IndRNNController(self.width, self.config.r)
+        self.stack = stacks_of([path for path, _ in targets])
+        n_controllers = self.stack[-1] + 1 if self.config.controller == "per_stack" else 1
+        for s in range(n_controllers):
+            self.shared[self._controller_name(s)] = IndRNNController(self.width, self.config.r)
+
+    @staticmethod
+    def _controller_name(stack: int) -> str:
+        return "controller" if stack == 0 else f"controller_{stack}"
 
     def new_task(self, task: str) -> nn.Module:
         return make_head(self.config.r, self.width, self.config.head, self.config.ffn_dim)
 
-    def step(self, depth: int, x: torch.Tensor, path: str = "") -> torch.Tensor:
-        """h_depth from the layer output x (..., d) and the state the previous depth left; resets at depth 0."""
-        h_prev = None
-        if depth > 0:
+    def _first(self, depth: int) -> bool:
+        return depth == 0 or self.stack[depth - 1] != self.stack[depth]
+
+    def _last(self, depth: int) -> bool:
+        return depth == len(self.stack) - 1 or self.stack[depth + 1] != self.stack[depth]
+
+    def step(self, depth: int, x: torch.Tensor, path: str = "", batch_dim: int = 0) -> torch.Tensor:
+        """h_depth from the layer output x (..., d) and the state its predecessor left (see the module docstring)."""
+        s = self.stack[depth]
+        if self._first(depth):
+            h_prev = self._entry_state(s, x, path)
+        else:
             if self._state is None or self._state[0] != depth - 1:
                 ran = "nothing" if self._state is None else f"depth {self._state[0]}"
                 raise RuntimeError(
-                    f"hra: target '{path}' (depth {depth}) ran after {ran} in this pass; the controller recurs over the "
-                    f"targets in order 0..{self.last_depth}, so run them in one pass, in order (no re-run, no skipped target)"
+                    f"hra: target '{path}' (depth {depth}) ran after {ran} in this pass; the controller recurs over a stack's "
+                    f"targets in order, so run them in one pass, in order (no re-run, no skipped target)"
                 )
             h_prev = self._state[1]
             if h_prev.shape[:-1] != x.shape[:-1]:
                 raise RuntimeError(f"hra: target '{path}' output {tuple(x.shape)} does not line up with the state {tuple(h_prev.shape)} of depth {depth - 1}")
-        h = self.shared["controller"](x, h_prev)
-        self._state = None if depth == self.last_depth else (depth, h)  # drop the graph reference after the last layer
+        controller = self.shared[self._controller_name(s if self.config.controller == "per_stack" else 0)]
+        h = controller(x, h_prev)
+        if self._last(depth):
+            self._state = None  # drop the graph reference after a stack's last layer
+            if s < self.stack[-1] and self.config.cross_stack == "pooled":
+                self._carry[s] = pool_positions(h, batch_dim)
+        else:
+            self._state = (depth, h)
         return h
+
+    def _entry_state(self, stack: int, x: torch.Tensor, path: str) -> torch.Tensor | None:
+        if stack == 0:
+            self._carry.clear()  # a new pass through the first stack: what later stacks read comes from it
+            return None
+        if self.config.cross_stack == "reset":
+            return None
+        carry = self._carry.get(stack - 1)
+        if carry is None:
+            raise RuntimeError(f"hra: target '{path}' starts stack {stack}, which reads the pooled state of stack {stack - 1}; run that stack first")
+        try:
+            torch.broadcast_shapes(carry.shape[:-1], x.shape[:-1])
+        except RuntimeError:
+            raise RuntimeError(f"hra: target '{path}' output {tuple(x.shape)} does not line up with the pooled state {tuple(carry.shape)} of stack {stack - 1}") from None
+        return carry

@@ -5,7 +5,7 @@ k/v projections, before the heads split; (P, d) each) in front of its own K
 and V; queries are untouched, so outputs keep their length. Prefix positions
 are never masked: the key padding mask grows by P "attend" entries.
 
-Two attention kinds:
+Three attention kinds:
 
 * nn.MultiheadAttention, made explicit (attention.Attention); the layer wraps
   the Attention, its forward is the base's, and it sets the Attention's
@@ -15,6 +15,9 @@ Two attention kinds:
   re-implements its forward (transformers 4.57: q/k/v Linears, additive
   extended mask, softmax attention with dropout on the probabilities) with the
   prefixes added; inactive, it calls the base unchanged.
+* transformers' WhisperAttention (encoder and decoder self-attention,
+  cross-attention), re-implemented the same way; the KV cache holds only
+  the real keys (PrefixWhisperAttentionLayer).
 
 Parameters: ``tasks.<task>.key`` / ``.value`` (P, d) per layer; with
 ``prefix_projection`` the method holds ``tasks.<task>.embedding`` (P, d0) and
@@ -45,8 +48,17 @@ def is_hf_self_attention(module: nn.Module) -> bool:
     return all(isinstance(getattr(module, n, None), nn.Linear) for n in ("query", "key", "value")) and hasattr(module, "num_attention_heads")
 
 
+def is_whisper_attention(module: nn.Module) -> bool:
+    """transformers' WhisperAttention (and copies): q/k/v/out_proj Linears, heads, scaling, a KV-cache layer index."""
+    return all(isinstance(getattr(module, n, None), nn.Linear) for n in ("q_proj", "k_proj", "v_proj", "out_proj")) and all(
+        hasattr(module, n) for n in ("num_heads", "head_dim", "scaling", "is_causal", "layer_idx")
+    )
+
+
 def attention_width(module: nn.Module) -> int:
-    return module.mha.embed_dim if isinstance(module, Attention) else module.all_head_size
+    if isinstance(module, Attention):
+        return module.mha.embed_dim
+    return module.embed_dim if is_whisper_attention(module) else module.all_head_size
 
 
 class PrefixLayer(AdapterLayer):
@@ -147,6 +159,57 @@ class PrefixSelfAttentionLayer(PrefixLayer):
         return out.transpose(1, 2).reshape(B, T, self.width)
 
 
+class PrefixWhisperAttentionLayer(PrefixLayer):
+    """Around transformers' WhisperAttention (self- or cross-attention), whose forward it re-implements
+    (transformers 4.57) with the prefixes in front of the keys and values.
+
+    The KV cache keeps only the real keys: the prefixes join after it, so a decoding step on the cache
+    sees them once. With no mask and a causal attention (the decoder's self-attention), the causal mask
+    is built here: query i (at position past + i) sees the prefixes and keys 0 .. past + i."""
+
+    def forward(self, hidden_states: torch.Tensor, key_value_states: torch.Tensor | None = None, past_key_values: Any = None,
+                attention_mask: torch.Tensor | None = None, layer_head_mask: torch.Tensor | None = None, output_attentions: bool = False,
+                cache_position: torch.Tensor | None = None, **kwargs: Any) -> tuple[torch.Tensor, None]:
+        base = self.base
+        if not self.method.active:
+            return base(hidden_states, key_value_states, past_key_values, attention_mask, layer_head_mask, output_attentions, cache_position, **kwargs)
+        if layer_head_mask is not None or output_attentions:
+            raise ValueError(f"prefix at '{self.path}': layer_head_mask and output_attentions are not supported by prefix tuning")
+        B, T = hidden_states.shape[:-1]
+        heads = lambda t: t.view(B, -1, base.num_heads, base.head_dim).transpose(1, 2)  # (B, L, d) -> (B, h, L, d/h)
+        q = heads(base.q_proj(hidden_states) * base.scaling)  # scaled before the product, as Whisper does
+        k, v = self._keys_values(hidden_states, key_value_states, past_key_values, cache_position, heads)  # (B, h, S, d/h)
+        pk, pv = (heads(t) for t in self.prefixes(B, hidden_states))  # (B, h, P, d/h)
+        S = k.shape[2]
+        mask = attention_mask[..., :S] if attention_mask is not None else None  # (B|1, 1, T, S), as Whisper's eager path slices it
+        if mask is None and base.is_causal and key_value_states is None and T > 1:
+            mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(S - T)  # True = attend
+        if mask is not None:
+            attend = torch.ones((), dtype=torch.bool) if mask.dtype == torch.bool else torch.zeros((), dtype=mask.dtype)
+            mask = torch.cat([attend.to(mask.device).expand(*mask.shape[:-1], self.n_tokens), mask], dim=-1)  # (..., P+S)
+        dropout = base.dropout if base.training else 0.0
+        out = F.scaled_dot_product_attention(q, torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2), attn_mask=mask, dropout_p=dropout, scale=1.0)
+        return base.out_proj(out.transpose(1, 2).reshape(B, T, self.width)), None
+
+    def _keys_values(self, hidden_states, key_value_states, cache, cache_position, heads):
+        """The real keys and values (B, h, S, d/h), from the cache where Whisper would read them, else projected (and cached)."""
+        base = self.base
+        cross = key_value_states is not None
+        if cache is not None and hasattr(cache, "cross_attention_cache"):  # an EncoderDecoderCache
+            updated = cache.is_updated.get(base.layer_idx)
+            if cross:
+                cache.is_updated[base.layer_idx] = True
+                if updated:
+                    layer = cache.cross_attention_cache.layers[base.layer_idx]
+                    return layer.keys, layer.values
+            cache = cache.cross_attention_cache if cross else cache.self_attention_cache
+        source = key_value_states if cross else hidden_states
+        k, v = heads(base.k_proj(source)), heads(base.v_proj(source))
+        if cache is not None:
+            k, v = cache.update(k, v, base.layer_idx, {"cache_position": None if cross else cache_position})
+        return k, v
+
+
 def attention_targets(model: nn.Module, path: str, module: nn.Module) -> list[tuple[str, nn.Module]]:
     """The attention modules at or inside ``path`` (outermost only); MultiheadAttention made explicit."""
     found: list[str] = []
@@ -154,7 +217,7 @@ def attention_targets(model: nn.Module, path: str, module: nn.Module) -> list[tu
     def visit(sub: str, m: nn.Module) -> None:
         if isinstance(m, PrefixLayer):
             raise ValueError(f"prefix: '{path}.{sub}' already has a prefix adapter")
-        if isinstance(m, (nn.MultiheadAttention, Attention)) or is_hf_self_attention(m):
+        if isinstance(m, (nn.MultiheadAttention, Attention)) or is_hf_self_attention(m) or is_whisper_attention(m):
             found.append(f"{path}.{sub}" if sub else path)
             return
         for name, child in m.named_children():
@@ -163,7 +226,7 @@ def attention_targets(model: nn.Module, path: str, module: nn.Module) -> list[tu
     visit("", module)
     if not found:
         raise TypeError(
-            f"prefix adapts attention (nn.MultiheadAttention or a BERT-style self-attention); target '{path}' ({type(module).__name__}) holds none"
+            f"prefix adapts attention (nn.MultiheadAttention, a BERT-style self-attention or a WhisperAttention); target '{path}' ({type(module).__name__}) holds none"
         )
     out = []
     for p in found:
@@ -184,7 +247,10 @@ class PrefixMethod(AdapterMethod):
         self.embed_width = attention_width(targets[0][1]) if targets else 0  # the projection's input width (peft: token_dim)
 
     def wrap(self, path: str, module: nn.Module, depth: int, batch_dim: int) -> PrefixLayer:
-        cls = PrefixAttentionLayer if isinstance(module, Attention) else PrefixSelfAttentionLayer
+        if isinstance(module, Attention):
+            cls = PrefixAttentionLayer
+        else:
+            cls = PrefixWhisperAttentionLayer if is_whisper_attention(module) else PrefixSelfAttentionLayer
         return cls(module, self, path, depth, batch_dim)
 
     def new_task(self, task: str) -> nn.Module | None:

@@ -12,6 +12,9 @@ length. Two encoder interfaces:
   word embeddings, prompts go in front, ``attention_mask`` / ``token_type_ids``
   grow by P (ones / zeros) and the base runs on ``inputs_embeds``, as peft's
   prompt tuning does (so absolute positions of the real tokens shift by P).
+  A decoder with a KV cache (Whisper's, the '@decoder' role: learnt decoder
+  prompt embeddings) gets the prompts on its first step only; later steps find
+  them in the cache, and its positions go on from P + the tokens so far.
 
 Not zero-init: the prompts take part in attention from the first step.
 """
@@ -60,6 +63,15 @@ def input_width(module: nn.Module, kind: str) -> int:
         return module.get_input_embeddings().embedding_dim
     # a Conformer's first module is ffn1's LayerNorm(input_dim); it stores input_dim nowhere else
     return next(m for m in module.modules() if isinstance(m, nn.LayerNorm)).normalized_shape[-1]
+
+
+def _cached_positions(cache: Any, path: str) -> int:
+    """Positions a Hugging Face KV cache already holds (0 without a cache)."""
+    if cache is None:
+        return 0
+    if not callable(getattr(cache, "get_seq_length", None)):
+        raise ValueError(f"prompt at '{path}': past_key_values must be a transformers Cache, got {type(cache).__name__}")
+    return int(cache.get_seq_length())
 
 
 class PromptLayer(AdapterLayer):
@@ -118,9 +130,11 @@ class PromptLayer(AdapterLayer):
         ids, embeds = a.pop("input_ids", None), a.pop("inputs_embeds", None)
         if (ids is None) == (embeds is None):
             raise ValueError(f"prompt at '{self.path}': give exactly one of input_ids or inputs_embeds")
-        for name in ("position_ids", "past_key_values"):
-            if a.get(name) is not None:
-                raise ValueError(f"prompt at '{self.path}': {name} is not supported (the prompts shift every position by {P})")
+        if a.get("position_ids") is not None:
+            raise ValueError(f"prompt at '{self.path}': position_ids is not supported (the prompts shift every position by {P})")
+        if _cached_positions(a.get("past_key_values"), self.path) > 0:
+            # a decoder's later step on its KV cache: the first step put the prompts into the cache already
+            return self.base(input_ids=ids, inputs_embeds=embeds, **a)
         if embeds is None:
             embeds = self.base.get_input_embeddings()(ids)  # (B, L, D)
         B = embeds.size(0)
