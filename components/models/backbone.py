@@ -2,6 +2,7 @@
 
     targets, target_lengths = asr.encode_targets(texts)          # (B, S) long, (B,): the training targets
     out = asr(wave, lengths, targets, target_lengths)            # targets optional (needed for the loss)
+    out = asr(wave, lengths, ..., front=(level, x))              # starting from a front level (front_levels)
       out["states"]   (B, S', d)   hidden states the cascade's bridge reads; d = asr.hidden_size
       out["lengths"]  (B,)         valid states per row
       out["words"]    B lists of (word, start, end): the 1-best words, each over states [start, end)
@@ -52,6 +53,16 @@ class ASRBackbone(nn.Module):
     def max_seconds(self) -> float | None:
         """The longest clip the backbone takes (Whisper: its encoder window); None: no limit."""
         return None
+
+    @property
+    def front_levels(self) -> tuple[tuple[str, str | None], ...]:
+        """The first stages of ``forward`` that are a pure function of one clip, in order: (level, the path of
+        the sub-module whose parameters it reads, or None). ``front(wave, lengths, level)`` computes a level
+        and ``forward(..., front=(level, x))`` starts from it. Empty: nothing to reuse (the default)."""
+        return ()
+
+    def front(self, wave: torch.Tensor, lengths: torch.Tensor, level: str) -> torch.Tensor:
+        raise NotImplementedError(f"{type(self).__name__} has no front level {level!r}")
 
     def encode_targets(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         raise NotImplementedError

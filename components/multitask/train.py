@@ -18,21 +18,24 @@ from components.data.dataset import SpeechDataset, collate
 from components.models.cascade import Cascade
 from components.multitask.bundle import ADAPTER, TaskAdapters
 from components.multitask.tasks import TASK
+from components.training.front_cache import FrontCache
 from components.training.loop import TrainConfig, TrainResult, train
 from components.training.recipes import MetricsFn, enhanced_asr_loss, validation_fn
 
 NEW_TASK_VARIANTS = ("head", "mhr_z", "mhr_mu")  # how a new task joins: HRA's new head; MHR's routing only; MHR's averaged inventory as its LoRA
 
 
-def routed_asr_loss(cascade: Cascade, b: dict):
+def routed_asr_loss(cascade: Cascade, b: dict, cache: FrontCache | None = None):
     """enhanced_asr_loss with each row routed to its task's parameters."""
     get_adapter(cascade, ADAPTER).set_task([m[TASK] for m in b["meta"]])
-    return enhanced_asr_loss(cascade, b)
+    return enhanced_asr_loss(cascade, b, cache)
 
 
 def _fit(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn, loss=routed_asr_loss) -> TrainResult:
+    cache = FrontCache(cfg.front_cache_mb) if cfg.front_cache_mb > 0 else None
+    cached_loss = lambda m, b: loss(m, b, cache)  # noqa: E731
     with frozen_norm_statistics(cascade):  # the backbone's batch-norm statistics are part of what every task shares
-        return train(cascade, loss, train_ds, cfg, collate_fn=collate, val_fn=validation_fn(val_ds, lambda m, b: {"val_loss": loss(m, b)}, cfg), on_metrics=on_metrics)
+        return train(cascade, cached_loss, train_ds, cfg, collate_fn=collate, val_fn=validation_fn(val_ds, lambda m, b: {"val_loss": cached_loss(m, b)}, cfg), on_metrics=on_metrics)
 
 
 def train_task_adapters(cascade: Cascade, config: AdapterConfig, tasks: list[str], train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None) -> TrainResult:

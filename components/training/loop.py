@@ -99,6 +99,7 @@ class TrainConfig:
     num_workers: int = 0  # DataLoader workers
     threads: int | None = None  # torch.set_num_threads
     progress: bool = True  # tqdm bars
+    front_cache_mb: float = 0.0  # losses that read a frozen front (enhanced ASR): cache it per clip up to this many MiB (0: off)
 
 
 @dataclass
@@ -237,7 +238,9 @@ def _make_optimizer(model: nn.Module, cfg: TrainConfig, optimizer: OptimizerArg)
     if not trainable:
         raise ValueError("the model has no parameter with requires_grad=True")
     groups = lr_groups(trainable, cfg.lr, cfg.lr_scale, known=[n for n, _ in model.named_parameters()])
-    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    # fused: one kernel for every parameter's update (CPU and CUDA), not a Python loop over them
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for _, p in trainable)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
 
 
 def _validate(model: nn.Module, val_fn: ValFn) -> dict[str, float]:

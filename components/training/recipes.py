@@ -18,6 +18,7 @@ from components.models.backbone import ASRBackbone
 from components.models.cascade import Cascade, align_words, asr_targets, cascade_loss, pool_words
 from components.models.nlu import NluLabels, NluModel, batch_from_records, decode, encode_texts, load_tokenizer, nlu_loss, param_groups, split_words
 from components.models.se import MaskEnhancer, se_loss, si_snr
+from components.training.front_cache import FrontCache
 from components.training.loop import TrainConfig, TrainResult, resolve_device, to_device, train
 
 MetricsFn = Callable[[dict], None] | None
@@ -75,8 +76,13 @@ def train_asr(asr: ASRBackbone, train_ds: SpeechDataset, val_ds: SpeechDataset, 
     return train(asr, loss, train_ds, cfg, collate_fn=collate, val_fn=validation_fn(val_ds, val, cfg), on_metrics=on_metrics)
 
 
-def enhanced_asr_loss(cascade: Cascade, b: dict) -> torch.Tensor:
-    """The ASR's loss on the noisy audio as the (frozen) SE enhances it: what the ASR hears inside the cascade."""
+def enhanced_asr_loss(cascade: Cascade, b: dict, cache: FrontCache | None = None) -> torch.Tensor:
+    """The ASR's loss on the noisy audio as the (frozen) SE enhances it: what the ASR hears inside the cascade.
+    With ``cache``, the frozen front (features, or encoder states) comes from it where it can."""
+    front = cache.front(cascade, b) if cache is not None else None
+    if front is not None:
+        targets, lengths = asr_targets(cascade.asr, b)
+        return cascade.asr.loss(cascade.asr(b["noisy"], b["lengths"], targets, lengths, words=False, front=front), targets, lengths)
     with torch.no_grad():
         audio = cascade.se(b["noisy"], b["lengths"]) if cascade.se is not None else b["noisy"]
     return asr_loss(cascade.asr, audio, b)

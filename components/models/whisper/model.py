@@ -106,9 +106,34 @@ class WhisperASR(ASRBackbone):
         rows = [torch.tensor(self.tokens.prompt + self.tokenizer(" " + t.strip(), add_special_tokens=False).input_ids + [self.tokens.eot]) for t in texts]
         return pad_sequence(rows, batch_first=True, padding_value=self.tokens.eot), torch.tensor([len(r) for r in rows])
 
-    def forward(self, wave: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor | None = None, target_lengths: torch.Tensor | None = None, words: bool = True) -> dict:
-        """wave (B, L), lengths (B,) -> {states, lengths, words, texts, tokens, encoder_states[, target_logits]}."""
-        encoder_states = self.encode(wave, lengths)
+    @property
+    def front_levels(self) -> tuple[tuple[str, str | None], ...]:
+        """log-mel "features" (B, n_mels, F) read no parameter; "encoder_states" (B, F/2, d) read the encoder's.
+        Only at a fixed window (a clip's features then do not depend on its batch) and without dropout."""
+        c = self.whisper.config
+        if self.config.pad_to != "context" or c.dropout or c.encoder_layerdrop:
+            return ()
+        return (("features", None), ("encoder_states", "whisper.model.encoder"))
+
+    def front(self, wave: torch.Tensor, lengths: torch.Tensor, level: str) -> torch.Tensor:
+        """wave (B, L) -> the front level: features (B, n_mels, F) or encoder states (B, F/2, d)."""
+        if level not in dict(self.front_levels):
+            raise ValueError(f"Whisper front level {level!r}: this configuration has {[name for name, _ in self.front_levels]}")
+        self.check_durations(lengths)
+        features = self.log_mel(wave, self.context_frames)
+        return features if level == "features" else self.encode_features(features)
+
+    def forward(
+        self, wave: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor | None = None, target_lengths: torch.Tensor | None = None,
+        words: bool = True, front: tuple[str, torch.Tensor] | None = None,
+    ) -> dict:
+        """wave (B, L), lengths (B,) -> {states, lengths, words, texts, tokens, encoder_states[, target_logits]};
+        ``front``: (level, its tensor) computed earlier by ``front`` (wave then only gives the lengths)."""
+        if front is None:
+            encoder_states = self.encode(wave, lengths)
+        else:
+            level, x = front
+            encoder_states = x if level == "encoder_states" else self.encode_features(x)
         out: dict = {"encoder_states": encoder_states}
         if targets is not None:
             dec = self.whisper.model.decoder(input_ids=targets[:, :-1], encoder_hidden_states=encoder_states, use_cache=False)
