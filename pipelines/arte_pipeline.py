@@ -5,43 +5,37 @@ from zenml import Model, pipeline
 from pipelines.target_data import target_data
 from steps.arte import align_teacher, arte_results, generate_examples
 from steps.evaluate import evaluate
+from steps.settings import TargetCorpus, TrainSettings
 from steps.search import fixed_architecture, train_architecture
 
 
 @pipeline(model=Model(name="cascadapt_arte", description="Tailored training data (ARTE): the teacher aligned to the student's gains, and what its data is worth"))
 def arte_pipeline(
-    target_slurp_jsonl: str,
-    train_config: dict,
-    update_config: dict,
+    target: TargetCorpus,
+    train_config: TrainSettings,
+    update_config: TrainSettings,
     arte_config: dict,
     n_generated: int = 256,
     preference_pool: int = 96,
-    corpus_name: str = "target",
-    voices: str = "target",
-    snrs: Tuple[float, ...] = (0.0, 5.0, 10.0, 20.0),
     noise_kinds: Tuple[str, ...] = ("white", "pink", "babble"),
-    limit: Optional[int] = None,
-    seed: int = 0,
-    data_root: str = ".",
-    backbone_version: str = "latest",
     adapters: Optional[dict] = None,
     blocks: Tuple[str, ...] = (),
 ) -> None:
     """target corpus -> the student (adapters everywhere, stage-2 training) on the train split -> ARTE aligns
     the teacher on it -> n_generated examples from the aligned and from the uniform policy -> the student
     trained again with each set -> the three on the test split."""
-    train, nas_val, test, manifest_path, backbone, _ = target_data(target_slurp_jsonl, corpus_name, voices, snrs, limit, seed, data_root, backbone_version)
+    train, nas_val, test, manifest_path, backbone, _ = target_data(target)
     plugged, architecture = fixed_architecture(backbone, choice="adapter", space="NA", adapters=adapters, blocks=blocks)
-    speech = dict(voices=voices, snrs=snrs, noise_kinds=noise_kinds, seed=seed)
+    speech = dict(voices=target.voices, snrs=target.snrs, noise_kinds=noise_kinds, seed=target.seed)
 
-    student, _ = train_architecture(plugged, architecture, train, nas_val, manifest_path, train_config=train_config, name="student_no_extra", id="train_no_extra")
+    student, _ = train_architecture(plugged, architecture, train, nas_val, manifest_path, train_config=train_config.step_dict(), name="student_no_extra", id="train_no_extra")
     no_extra, _ = evaluate(student, test, manifest_path, system="no_extra", id="evaluate_no_extra")
 
-    policy, _, _ = align_teacher(student, architecture, train, nas_val, test, manifest_path, target_slurp_jsonl, arte_config, update_config, preference_pool=preference_pool, **speech)
+    policy, _, _ = align_teacher(student, architecture, train, nas_val, test, manifest_path, target.slurp_jsonl, arte_config, update_config.step_dict(), preference_pool=preference_pool, **speech)
     generated = {}
     for name, teacher_policy in (("random", None), ("tailored", policy)):
-        extra, with_extra, _ = generate_examples(train, nas_val, test, manifest_path, target_slurp_jsonl, n_generated, teacher_policy, name=name, data_root=data_root, id=f"generate_{name}", **speech)
-        trained, _ = train_architecture(plugged, architecture, with_extra, nas_val, manifest_path, train_config=train_config, name=f"student_{name}", id=f"train_{name}")
+        extra, with_extra, _ = generate_examples(train, nas_val, test, manifest_path, target.slurp_jsonl, n_generated, teacher_policy, name=name, data_root=target.data_root, id=f"generate_{name}", **speech)
+        trained, _ = train_architecture(plugged, architecture, with_extra, nas_val, manifest_path, train_config=train_config.step_dict(), name=f"student_{name}", id=f"train_{name}")
         metrics, _ = evaluate(trained, test, manifest_path, system=name, id=f"evaluate_{name}")
         generated[name] = (extra, metrics)
 

@@ -5,26 +5,20 @@ from zenml import Model, pipeline
 from pipelines.target_data import target_data
 from steps.multitask import add_new_task, define_tasks, evaluate_tasks, finetune_tasks, multitask_results, train_task_adapters
 from steps.promotion import promote_adapters
+from steps.settings import Methods, TargetCorpus, TrainSettings
 
 
 @pipeline(model=Model(name="cascadapt_multitask", description="Per-task adapters for the cascade's ASR (HRA and its baselines), the winner promoted when it beats production"))
 def multitask_pipeline(
-    target_slurp_jsonl: str,
-    methods: dict,
-    train_config: dict,
-    new_task_train: Optional[dict] = None,
+    target: TargetCorpus,
+    methods: Methods,
+    train_config: TrainSettings,
+    new_task_train: Optional[TrainSettings] = None,
     task_by: Tuple[str, ...] = ("speaker",),
     max_tasks: Optional[int] = None,
     new_task: Optional[str] = None,
     metric: str = "wer",
     export_dir: Optional[str] = None,
-    corpus_name: str = "target",
-    voices: str = "target",
-    snrs: Tuple[float, ...] = (0.0, 5.0, 10.0, 20.0),
-    limit: Optional[int] = None,
-    seed: int = 0,
-    data_root: str = ".",
-    backbone_version: str = "latest",
     checkpoint_dir: Optional[str] = None,
 ) -> None:
     """target corpus -> tasks (``task_by`` columns; one held out as the new task) -> per method: every task's
@@ -35,14 +29,14 @@ def multitask_pipeline(
     {system: {full: true}} (full fine-tuning of the ASR per task); ``train`` in a method's entry replaces
     ``train_config`` for it. A method without ``new_task`` variants trains the new task with the others
     (its tasks share nothing)."""
-    train, nas_val, test, manifest_path, backbone, md5 = target_data(target_slurp_jsonl, corpus_name, voices, snrs, limit, seed, data_root, backbone_version)
+    train, nas_val, test, manifest_path, backbone, md5 = target_data(target)
     adapt_tasks_and_promote(
         train, nas_val, test, manifest_path, backbone, md5, methods, train_config, new_task_train, task_by, max_tasks, new_task, metric, export_dir, checkpoint_dir
     )
 
 
 def adapt_tasks_and_promote(
-    train, nas_val, test, manifest_path, backbone, md5, methods: dict, train_config: dict, new_task_train: Optional[dict], task_by: Tuple[str, ...],
+    train, nas_val, test, manifest_path, backbone, md5, methods: Methods, train_config: TrainSettings, new_task_train: Optional[TrainSettings], task_by: Tuple[str, ...],
     max_tasks: Optional[int], new_task: Optional[str], metric: str, export_dir: Optional[str], checkpoint_dir: Optional[str],
 ) -> None:
     """The multi-task steps on target_data's outputs (multitask_pipeline's docstring); the retraining pipeline runs them too."""
@@ -51,17 +45,18 @@ def adapt_tasks_and_promote(
     scores = [evaluate_tasks(backbone, test, manifest_path, id="evaluate_frozen")]
     bundles = []
     for system, spec in methods.items():
-        method_train = spec.get("train", train_config)
-        if spec.get("full"):
+        method_train = (spec.train or train_config).step_dict()
+        if spec.full:
             bundle, _ = finetune_tasks(backbone, train, nas_val, manifest_path, tasks, new, method_train, system=system, checkpoint_dir=checkpoint_dir, id=f"train_{system}")
         else:
-            variants = spec.get("new_task", [])
             bundle, _ = train_task_adapters(
-                backbone, train, nas_val, manifest_path, system, spec["adapter"], tasks, new, with_new_task=not variants,
+                backbone, train, nas_val, manifest_path, system, spec.adapter, tasks, new, with_new_task=not spec.new_task,
                 train_config=method_train, checkpoint_dir=checkpoint_dir, id=f"train_{system}",
             )
-            for variant in variants:
-                grown, _ = add_new_task(backbone, bundle, train, nas_val, manifest_path, variant, new, new_task_train or train_config, checkpoint_dir, id=f"add_task_{system}_{variant}")
+            for variant in spec.new_task:
+                grown, _ = add_new_task(
+                    backbone, bundle, train, nas_val, manifest_path, variant, new, (new_task_train or train_config).step_dict(), checkpoint_dir, id=f"add_task_{system}_{variant}"
+                )
                 scores.append(evaluate_tasks(backbone, test, manifest_path, adapters=grown, id=f"evaluate_{system}_{variant}"))
                 bundles.append(grown)
         scores.append(evaluate_tasks(backbone, test, manifest_path, adapters=bundle, id=f"evaluate_{system}"))

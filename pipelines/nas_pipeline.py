@@ -6,21 +6,15 @@ from pipelines.target_data import ALL_MODULES, target_data
 from steps.evaluate import evaluate
 from steps.finetune import finetune_full
 from steps.search import fixed_architecture, nas_results_table, nas_search, train_architecture
+from steps.settings import TargetCorpus, TrainSettings
 
 
 @pipeline(model=Model(name="cascadapt_nas", description="NFA architecture search over the cascade, with its baselines"))
 def nas_pipeline(
-    target_slurp_jsonl: str,
+    target: TargetCorpus,
     search_config: dict,
-    stage2_train: dict,
-    finetune_train: dict,
-    corpus_name: str = "target",
-    voices: str = "target",
-    snrs: Tuple[float, ...] = (0.0, 5.0, 10.0, 20.0),
-    limit: Optional[int] = None,
-    seed: int = 0,
-    data_root: str = ".",
-    backbone_version: str = "latest",
+    stage2_train: TrainSettings,
+    finetune_train: TrainSettings,
     adapters: Optional[dict] = None,
     frozen_cost: float = 0.0,
     blocks: Tuple[str, ...] = (),
@@ -36,18 +30,18 @@ def nas_pipeline(
     ``lambdas``: the penalty weights of the NFA sweep (default: search_config's ``lam``).
     ``blocks``: modules searched per layer instead of whole (e.g. [asr, nlu]).
     ``loss_weights``: full fine-tuning's, as baseline_pipeline's (the same settings reuse its cached step)."""
-    train, nas_val, test, manifest_path, backbone, _ = target_data(target_slurp_jsonl, corpus_name, voices, snrs, limit, seed, data_root, backbone_version)
+    train, nas_val, test, manifest_path, backbone, _ = target_data(target)
 
     frozen, _ = evaluate(backbone, test, manifest_path, system="frozen", id="evaluate_frozen")
-    tuned, _ = finetune_full(backbone, train, nas_val, manifest_path, train_config=finetune_train, loss_weights=loss_weights, checkpoint_dir=checkpoint_dir)
+    tuned, _ = finetune_full(backbone, train, nas_val, manifest_path, train_config=finetune_train.step_dict(), loss_weights=loss_weights, checkpoint_dir=checkpoint_dir)
     full, _ = evaluate(tuned, test, manifest_path, system="full_finetuning", trained_modules=ALL_MODULES, id="evaluate_full")
 
     plugged, plugged_arch = fixed_architecture(backbone, choice="adapter", space="NA", adapters=adapters, blocks=blocks)
-    plugged, _ = train_architecture(plugged, plugged_arch, train, nas_val, manifest_path, train_config=stage2_train, checkpoint_dir=checkpoint_dir, name="plugging", id="train_plugging")
+    plugged, _ = train_architecture(plugged, plugged_arch, train, nas_val, manifest_path, train_config=stage2_train.step_dict(), checkpoint_dir=checkpoint_dir, name="plugging", id="train_plugging")
     plugging, _ = evaluate(plugged, test, manifest_path, system="full_plugging", id="evaluate_plugging")
 
     na_cascade, na_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NA", adapters=adapters, frozen_cost=frozen_cost, blocks=blocks, checkpoint_dir=checkpoint_dir, id="search_na")
-    na_cascade, _ = train_architecture(na_cascade, na_arch, train, nas_val, manifest_path, train_config=stage2_train, checkpoint_dir=checkpoint_dir, name="na_stage2", id="train_na")
+    na_cascade, _ = train_architecture(na_cascade, na_arch, train, nas_val, manifest_path, train_config=stage2_train.step_dict(), checkpoint_dir=checkpoint_dir, name="na_stage2", id="train_na")
     na, _ = evaluate(na_cascade, test, manifest_path, system="NA", id="evaluate_na")
 
     one_stage, two_stage, architectures, cascades = [], [], [], []
@@ -56,7 +50,7 @@ def nas_pipeline(
         name = tag.replace(".", "_")  # step ids without dots
         nfa_cascade, nfa_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NFA", adapters=adapters, frozen_cost=frozen_cost, blocks=blocks, lam=lam, checkpoint_dir=checkpoint_dir, id=f"search_nfa_{name}")
         nfa_one, _ = evaluate(nfa_cascade, test, manifest_path, system=f"NFA_one_stage_{tag}", id=f"evaluate_nfa_one_stage_{name}")
-        nfa_cascade, _ = train_architecture(nfa_cascade, nfa_arch, train, nas_val, manifest_path, train_config=stage2_train, checkpoint_dir=checkpoint_dir, name=f"nfa_stage2_{name}", id=f"train_nfa_{name}")
+        nfa_cascade, _ = train_architecture(nfa_cascade, nfa_arch, train, nas_val, manifest_path, train_config=stage2_train.step_dict(), checkpoint_dir=checkpoint_dir, name=f"nfa_stage2_{name}", id=f"train_nfa_{name}")
         nfa_two, _ = evaluate(nfa_cascade, test, manifest_path, system=f"NFA_two_stage_{tag}", id=f"evaluate_nfa_two_stage_{name}")
         one_stage.append(nfa_one)
         two_stage.append(nfa_two)

@@ -6,6 +6,7 @@ from pipelines.multitask_pipeline import adapt_tasks_and_promote
 from pipelines.target_data import target_data
 from steps.backbones import backbone_artifact
 from steps.drift import decide_retraining, detect_data_drift
+from steps.settings import Methods, TargetCorpus, TrainSettings
 
 
 @pipeline(
@@ -14,37 +15,30 @@ from steps.drift import decide_retraining, detect_data_drift
     model=Model(name="cascadapt_multitask", description="Per-task adapters for the cascade's ASR (HRA and its baselines), the winner promoted when it beats production"),
 )
 def retraining_pipeline(
+    target: TargetCorpus,
     new_batch: str,
-    target_slurp_jsonl: str,
-    methods: dict,
-    train_config: dict,
+    methods: Methods,
+    train_config: TrainSettings,
     reference_manifest: str = "data/target/manifest.jsonl",
     drift_share: float = 0.3,
     max_confidence_drop: float = 0.05,
     force: bool = False,
-    new_task_train: Optional[dict] = None,
+    new_task_train: Optional[TrainSettings] = None,
     task_by: Tuple[str, ...] = ("speaker",),
     max_tasks: Optional[int] = None,
     new_task: Optional[str] = None,
     metric: str = "wer",
     export_dir: Optional[str] = None,
-    corpus_name: str = "target",
-    voices: str = "target",
-    snrs: Tuple[float, ...] = (0.0, 5.0, 10.0, 20.0),
-    limit: Optional[int] = None,
-    seed: int = 0,
-    data_root: str = ".",
-    backbone_version: str = "latest",
     checkpoint_dir: Optional[str] = None,
 ) -> None:
     """A new batch against the reference corpus (drift of its utterance features, the backbone's confidence)
     -> only when it drifted or the confidence fell (or ``force``): the multi-task adaptation of
     multitask_pipeline on the target data, whose winner is promoted only if it beats production."""
-    drift, _, _ = detect_data_drift(new_batch, reference_manifest, backbone_artifact(backbone_version), drift_share=drift_share)
+    drift, _, _ = detect_data_drift(new_batch, reference_manifest, backbone_artifact(target.backbone_version), drift_share=drift_share)
     decision = decide_retraining(drift, max_confidence_drop=max_confidence_drop, force=force)
     if not decision.load()["retrain"]:
         return
-    train, nas_val, test, manifest_path, backbone, md5 = target_data(target_slurp_jsonl, corpus_name, voices, snrs, limit, seed, data_root, backbone_version)
+    train, nas_val, test, manifest_path, backbone, md5 = target_data(target)
     adapt_tasks_and_promote(
         train, nas_val, test, manifest_path, backbone, md5, methods, train_config, new_task_train, task_by, max_tasks, new_task, metric, export_dir, checkpoint_dir
     )

@@ -1,6 +1,8 @@
 """Every shipped pipeline config runs on the backbone it is written for.
 
-A config's parameters are its pipeline's; its training settings build their dataclasses and their
+A config's parameters are its pipeline's and pass its typed blocks (steps/settings.py: the target corpus,
+training settings, multi-task methods), which name a misspelled key, as ZenML does before any step runs;
+its training settings build their dataclasses and their
 ``lr_scale`` prefixes name parameters of the cascade they train; every adapter it names attaches to that
 backbone and gets a gradient from the ASR loss (one step on a tiny random cascade of the kind); its NAS
 cells attach. Configs named ``*_conformer`` are for the Conformer-CTC, the others for Whisper (the
@@ -13,11 +15,16 @@ from __future__ import annotations
 import copy
 import importlib
 import inspect
+import os
+import subprocess
+import sys
+import typing
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
+from pydantic import TypeAdapter, ValidationError
 
 from components import adapters as A
 from components.arte.loop import ArteConfig
@@ -73,11 +80,15 @@ def cascades() -> dict[str, Cascade]:
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_parameters_are_the_pipelines_and_settings_build(path, cascades):
     params = parameters(path)
-    accepted = inspect.signature(pipeline_of(path).entrypoint).parameters
+    entrypoint = pipeline_of(path).entrypoint
+    accepted = inspect.signature(entrypoint).parameters
     unknown = sorted(set(params) - set(accepted))
     assert not unknown, f"{path.name}: {unknown} are not parameters of {pipeline_of(path).name}"
     missing = sorted(n for n, p in accepted.items() if p.default is inspect.Parameter.empty and n not in params)
     assert not missing, f"{path.name}: {missing} required by {pipeline_of(path).name}"
+    hints = typing.get_type_hints(entrypoint)
+    for name, value in params.items():  # what ZenML's validation does before any step: typed blocks refuse unknown keys
+        TypeAdapter(hints[name]).validate_python(value)
 
     plain = cascades[backbone_kind(path)]
     named = list(plain.named_parameters())
@@ -136,3 +147,35 @@ def test_search_cells_attach_and_their_lr_scales_name_parameters(path, space, ca
     if "search_config" in params:
         cfg = SearchConfig(**params["search_config"])
         lr_groups(named, cfg.weight_lr, cfg.lr_scale)
+
+
+@pytest.mark.parametrize(("block", "bad", "message"), [
+    ("target", {"slurp_jsonl": "x.jsonl", "limt": 3}, "limt"),
+    ("train_config", {"max_epoch": 1}, "max_epoch"),
+    ("methods", {"hra": {"adapter": {"method": "hra", "rr": 8}}}, "HRAConfig has no field(s) ['rr']"),
+    ("methods", {"hra": {"adaptor": {"method": "hra"}}}, "hra.adaptor"),
+])
+def test_a_misspelled_key_is_named(block, bad, message):
+    """The typed blocks name a bad key (the same validation ZenML runs on a config before any step)."""
+    params = parameters(Path(__file__).resolve().parents[1] / "configs/multitask.yaml")
+    hints = typing.get_type_hints(pipeline_of(Path("multitask.yaml")).entrypoint)
+    TypeAdapter(hints[block]).validate_python(params[block])
+    with pytest.raises(ValidationError) as error:
+        TypeAdapter(hints[block]).validate_python(bad)
+    assert message in str(error.value)
+
+
+def test_zenml_refuses_a_misspelled_key_before_any_step(tmp_path):
+    """`zenml pipeline run` on a config with a typo in a typed block: no run, and the error names the key."""
+    config = yaml.safe_load((CONFIGS[0].parent / "multitask_demo.yaml").read_text())
+    config["parameters"]["train_config"]["max_epoch"] = 2
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {**os.environ, "ZENML_CONFIG_PATH": str(tmp_path / "zenml"), "ZENML_ANALYTICS_OPT_IN": "false"}
+    zenml = str(Path(sys.executable).parent / "zenml")
+    proc = subprocess.run([zenml, "pipeline", "run", "pipelines.multitask_pipeline.multitask_pipeline", "-c", str(path)],
+                          cwd=CONFIGS[0].parents[1], env=env, capture_output=True, text=True, timeout=300)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0 and "max_epoch" in out and "Extra inputs are not permitted" in out, out[-3000:]
+    runs = subprocess.run([zenml, "pipeline", "runs", "list"], cwd=CONFIGS[0].parents[1], env=env, capture_output=True, text=True, timeout=300)
+    assert "multitask_pipeline" not in runs.stdout, runs.stdout[-2000:]

@@ -24,6 +24,7 @@ COMMON = """
   limit: 40
   data_root: {root}
 """
+TARGET = '  target: {{slurp_jsonl: {sample}, corpus_name: tiny, voices: "flite:slt,espeak-ng:en-us", limit: 40, data_root: {root}}}'
 PRETRAIN = """
 parameters:
   source_text: {sample}
@@ -39,13 +40,13 @@ parameters:
 """
 BASELINES = """
 parameters:
-  target_slurp_jsonl: {sample}
+{target}
   lm_text: {tmp}/lm.txt
   finetune_train: {{max_epochs: 1, batch_size: 8, lr: 0.0002, lr_scale: {{nlu.encoder.: 0.25}}, progress: false}}
 """
 NAS = """
 parameters:
-  target_slurp_jsonl: {sample}
+{target}
   finetune_train: {{max_epochs: 1, batch_size: 8, lr: 0.0002, lr_scale: {{nlu.encoder.: 0.25}}, progress: false}}
   stage2_train: {{max_epochs: 1, batch_size: 8, lr: 0.001, progress: false}}
   search_config: {{epochs: 2, warmup_epochs: 1, batch_size: 8, record_every: 1, progress: false}}
@@ -54,7 +55,7 @@ parameters:
 """
 ARTE = """
 parameters:
-  target_slurp_jsonl: {sample}
+{target}
   train_config: {{max_epochs: 1, batch_size: 8, lr: 0.001, progress: false}}
   update_config: {{max_steps: 1, batch_size: 4, lr: 0.002}}
   arte_config: {{rounds: 2, candidates: 3, batch_size: 4, pairs: 1, preference_items: 3}}
@@ -63,7 +64,7 @@ parameters:
 """
 MULTITASK = """
 parameters:
-  target_slurp_jsonl: {sample}
+{target}
   task_by: [speaker]
   export_dir: {tmp}/exports
   train_config: {{max_epochs: 1, batch_size: 8, lr: {lr}, progress: false}}
@@ -181,12 +182,13 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     # pre-training the way a user runs a pipeline; the rest in one process (a CLI start is ~15 s a run)
     proc = subprocess.run([f"{BIN}/zenml", "pipeline", "run", "pipelines.pretrain_pipeline.pretrain_pipeline", "-c", config("pretrain", PRETRAIN.format(sample=SAMPLE, tmp=tmp_path) + COMMON.format(root=root))], cwd=REPO, env=env, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    runs = [(f"pipelines.{name}_pipeline.{name}_pipeline", config(name, body.format(sample=SAMPLE, tmp=tmp_path) + COMMON.format(root=root))) for name, body in (("baseline", BASELINES), ("nas", NAS), ("arte", ARTE), ("multitask", MULTITASK.replace("{lr}", "0.001")))]
+    target = TARGET.format(sample=SAMPLE, root=root)
+    runs = [(f"pipelines.{name}_pipeline.{name}_pipeline", config(name, body.format(target=target, tmp=tmp_path))) for name, body in (("baseline", BASELINES), ("nas", NAS), ("arte", ARTE), ("multitask", MULTITASK.replace("{lr}", "0.001")))]
     # retraining: a batch like the reference does not retrain; a forced run retrains, and its diverging
     # candidate (lr 3) is not promoted over the production version
     manifest = root / "data" / "tiny" / "manifest.jsonl"
     for force, lr in ((False, "0.001"), (True, "3.0")):
-        body = MULTITASK.replace("{lr}", lr).format(sample=SAMPLE, tmp=tmp_path) + COMMON.format(root=root) + RETRAIN.format(batch=manifest, force=str(force).lower())
+        body = MULTITASK.replace("{lr}", lr).format(target=target, tmp=tmp_path) + RETRAIN.format(batch=manifest, force=str(force).lower())
         runs.append(("pipelines.retraining_pipeline.retraining_pipeline", config(f"retrain_{force}", body)))
     # the promoted adapters as a bento, served on 127.0.0.1 for a smoke test of every task
     runs.append(("pipelines.deployment_pipeline.deployment_pipeline", config("deploy", f"parameters:\n  serve_locally: true\n  port: {free_port()}\n")))
