@@ -16,9 +16,8 @@ from components.data.dataset import SpeechDataset
 from components.models.cascade import Cascade
 from components.multitask import TaskAdapters
 from components.training.curves import curves_html
-from components.training.loop import TrainConfig
 from steps.materializers import CascadeMaterializer, TaskAdaptersMaterializer, removed_with  # noqa: F401  (registers the materializers)
-from steps.training import checkpoint_folder, train_and_log
+from steps.training import make_train_config, train_and_log, train_seconds
 
 BUNDLE = ArtifactConfig(name="task_adapters", artifact_type=ArtifactType.MODEL)
 
@@ -74,7 +73,7 @@ def train_task_adapters(
     batches; ``with_new_task``: the new task trains with the others (methods without shared parameters)."""
     config = config_class(adapter.get("method", "")).from_dict(adapter)
     trained = [*tasks, new_task] if with_new_task else list(tasks)
-    cfg = TrainConfig(**{**train_config, "checkpoint_dir": checkpoint_folder(checkpoint_dir, f"multitask_{system}", {**train_config, "adapter": adapter, "tasks": trained})})
+    cfg = make_train_config(train_config, checkpoint_dir, f"multitask_{system}", adapter=adapter, tasks=trained)
     curves = train_and_log(system, lambda cb: multitask.train_task_adapters(cascade, config, trained, _dataset(train, manifest_path), _dataset(nas_val, manifest_path), cfg, cb))
     return _exported(cascade, system), curves
 
@@ -93,8 +92,7 @@ def add_new_task(
 ) -> Tuple[Annotated[TaskAdapters, BUNDLE], Annotated[HTMLString, "training_curves"]]:
     """The new task joins a trained bundle; only what it adds trains (``variant``: head, mhr_z or mhr_mu)."""
     system = f"{adapters.system}+{variant}"
-    settings = {**train_config, "variant": variant, "new_task": new_task, "adapters": adapters.digest()}
-    cfg = TrainConfig(**{**train_config, "checkpoint_dir": checkpoint_folder(checkpoint_dir, f"multitask_{system}", settings)})
+    cfg = make_train_config(train_config, checkpoint_dir, f"multitask_{system}", variant=variant, new_task=new_task, adapters=adapters.digest())
     curves = train_and_log(system, lambda cb: multitask.add_task(cascade, adapters, variant, new_task, _dataset(train, manifest_path), _dataset(nas_val, manifest_path), cfg, cb))
     return _exported(cascade, system), curves
 
@@ -113,11 +111,12 @@ def finetune_tasks(
 ) -> Tuple[Annotated[TaskAdapters, BUNDLE], Annotated[HTMLString, "training_curves"]]:
     """Full fine-tuning of the ASR per task (every task, the new one included): one ASR a task."""
     trained = [*tasks, new_task]
-    cfg = TrainConfig(**{**train_config, "checkpoint_dir": checkpoint_folder(checkpoint_dir, f"multitask_{system}", {**train_config, "tasks": trained})})
+    cfg = make_train_config(train_config, checkpoint_dir, f"multitask_{system}", tasks=trained)
     bundle, results = multitask.finetune_per_task(
         cascade, trained, _dataset(train, manifest_path), _dataset(nas_val, manifest_path), cfg, _bundle_dir(system), system, backbone=_backbone_id()
     )
-    log_metadata({"epochs": {t: len(r.history) for t, r in results.items()}, "steps": sum(r.steps for r in results.values())})
+    log_metadata({"epochs": {t: len(r.history) for t, r in results.items()}, "steps": sum(r.steps for r in results.values()),
+                  "train_seconds": round(sum(train_seconds(r) for r in results.values()), 2)})
     return removed_with(bundle), HTMLString(curves_html({t: r.history for t, r in results.items()}, f"{system}: one ASR a task"))
 
 

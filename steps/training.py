@@ -36,6 +36,11 @@ def make_train_config(train_config: dict, checkpoint_dir: Optional[str], module:
     return TrainConfig(**{**train_config, "checkpoint_dir": checkpoint_folder(checkpoint_dir, module, settings)})
 
 
+def train_seconds(result: TrainResult) -> float:
+    """Seconds spent in training steps (validation excluded), over the run's epochs."""
+    return round(sum(r.get("seconds", 0.0) for r in result.history), 2)
+
+
 def train_and_log(module: str, run: Callable[[Callable[[dict], None]], TrainResult]) -> HTMLString:
     """Run a recipe, log its epoch metrics to ZenML, and return its curves."""
 
@@ -46,7 +51,7 @@ def train_and_log(module: str, run: Callable[[Callable[[dict], None]], TrainResu
 
     result = run(on_metrics)
     log_metadata({f"{module}_epochs": len(result.history), f"{module}_best_epoch": result.best_epoch or 0, f"{module}_best_val": result.best_metric or 0.0, f"{module}_steps": result.steps,
-                  f"{module}_resumed_from": -1 if result.resumed_from is None else result.resumed_from})
+                  f"{module}_train_seconds": train_seconds(result), f"{module}_resumed_from": -1 if result.resumed_from is None else result.resumed_from})
     return HTMLString(curves_html({module: result.history}, f"{module} training"))
 
 
