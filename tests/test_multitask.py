@@ -32,21 +32,9 @@ METHODS = {
 
 
 @pytest.fixture(scope="module")
-def speech(slurp_jsonl, tmp_path_factory):
-    """Two speakers say the same 4 sentences in pink noise: two tasks of 4 utterances."""
-    from components.data.corpus import CorpusConfig, build_corpus
-    from components.data.dataset import SpeechDataset
-    from components.data.manifest import read_manifest
-    from components.data.slurp import read_slurp
-    from components.data.speakers import Speaker
-
-    out = tmp_path_factory.mktemp("multitask")
-    records = [r for r in read_slurp(slurp_jsonl) if r.entities][:4]
-    speakers = [Speaker("espeak-ng", "en-us"), Speaker("flite", "slt")]
-    manifest = build_corpus(records, out, CorpusConfig(speakers, speakers_per_text=2, snrs=[10.0], noise_kinds=["pink"], workers=2), progress=False)
-    df = read_manifest(manifest)
-    df[TASK] = task_names(df, ["speaker"])
-    return SpeechDataset(df, out)
+def speech(two_speaker_speech):
+    """Two speakers say the same 4 sentences in pink noise: two tasks of 4 utterances (conftest)."""
+    return two_speaker_speech
 
 
 @pytest.fixture(scope="module")
