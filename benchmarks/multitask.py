@@ -41,7 +41,17 @@ def git_commit() -> str:
     return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
 
 
+def _original(step):
+    """A step run that came from ZenML's cache stands for the run that computed it (its times, its metadata)."""
+    if getattr(step, "original_step_run_id", None):
+        from zenml.client import Client
+
+        return Client().get_run_step(step.original_step_run_id)
+    return step
+
+
 def _seconds(step) -> float:
+    step = _original(step)
     return (step.end_time - step.start_time).total_seconds() if step.start_time and step.end_time else 0.0
 
 
@@ -50,7 +60,7 @@ def system_records(run, summary, scores, new_task: str) -> list[dict]:
     seconds_per_step = {}
     for name, step in run.steps.items():
         if name.startswith("train_"):
-            meta = {k: v for k, v in step.run_metadata.items()}
+            meta = dict(_original(step).run_metadata)
             system = name[len("train_"):]
             steps = meta.get("steps", meta.get(f"{system}_steps"))
             train_s = meta.get("train_seconds", meta.get(f"{system}_train_seconds"))
