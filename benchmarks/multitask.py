@@ -7,8 +7,8 @@ against the issue's targets.
 
 ``systems``: one record a system with ``system``, ``wer`` (mean over the jointly trained tasks),
 ``wer_by_engine`` (the mean over those tasks of each TTS engine), ``wer_by_task``, ``params_per_task``,
-``shared_params``, ``step_time_ratio`` (its training seconds a step against per-task full fine-tuning's,
-same run), ``minutes`` (its training, new-task and evaluation steps) and ``epochs``. Targets: HRA at least
+``shared_params``, ``seconds_per_step`` (training only), ``step_time_ratio`` (that against per-task full
+fine-tuning's, same run), ``minutes`` (its training, new-task and evaluation steps) and ``epochs``. Targets: HRA at least
 4x fewer parameters a task than LoRA at a WER no worse, and lower WER on at least 12 of 16 tasks (here:
 3/4 of the tasks); within 1 WER point of full fine-tuning; every adapted system below frozen on every
 engine family; the new task's head leaves the old tasks bit-identical.
@@ -28,13 +28,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 REPO = Path(__file__).resolve().parents[1]
 
 
-def newest_run():
+def newest_runs(n: int) -> list:
+    """The newest ``n`` finished multitask_pipeline runs, oldest first."""
     from zenml.client import Client
 
-    for run in Client().list_pipeline_runs(pipeline_name="multitask_pipeline", sort_by="desc:created", size=10).items:
-        if run.status == "completed":
-            return run
-    raise SystemExit("no finished multitask_pipeline run in the local ZenML store: run configs/multitask.yaml (or multitask_conformer.yaml) first")
+    runs = [r for r in Client().list_pipeline_runs(pipeline_name="multitask_pipeline", sort_by="desc:created", size=20).items if r.status == "completed"][:n]
+    if len(runs) < n:
+        raise SystemExit(f"{len(runs)} finished multitask_pipeline run(s) in the local ZenML store, {n} asked for: run configs/multitask.yaml (or another multitask config) first")
+    return runs[::-1]
 
 
 def git_commit() -> str:
@@ -80,6 +81,7 @@ def system_records(run, summary, scores, new_task: str) -> list[dict]:
             "wer_by_engine": {e: float(jointly[f"wer_{e}"].mean()) for e in engines if jointly[f"wer_{e}"].notna().any()},
             "wer_by_task": dict(zip(mine["task"], mine["wer"].astype(float))),
             "params_per_task": row["per_task_params"], "shared_params": row["shared_params"],
+            "seconds_per_step": round(seconds_per_step[base], 3) if base in seconds_per_step else None,
             "step_time_ratio": round(seconds_per_step[base] / full, 3) if full and base in seconds_per_step else None,
             "minutes": round(minutes / 60, 2),
         })
@@ -91,52 +93,53 @@ def main() -> None:
     parser.add_argument("--hra", default="hra_linear", help="the HRA system to hold against the target")
     parser.add_argument("--lora", default="lora")
     parser.add_argument("--full", default="full_finetuning")
+    parser.add_argument("--runs", type=int, default=1, help="merge the newest N runs (same data and backbone), e.g. a config run in parts; "
+                        "a system in several keeps its first (oldest) record, the others' WER go to its 'replicas'")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/multitask.json"))
     args = parser.parse_args()
     os.environ.setdefault("ZENML_ANALYTICS_OPT_IN", "false")
     from benchmarks.machine import describe
 
-    run = newest_run()
-    outputs = run.steps["multitask_results"].outputs
-    summary = outputs["multitask_results"][0].load()
-    scores = outputs["multitask_task_scores"][0].load()
-    curve = outputs["parameters_vs_tasks"][0].load()
-    new_task = run.steps["define_tasks"].outputs["new_task"][0].load()
-    rows = {r["system"]: r for r in summary.to_dict("records")}
-    hra, lora = rows[args.hra], rows[args.lora]
-
-    by_task = scores.set_index(["system", "task"])["wer"]
-    grown = f"{args.hra}+head"
-    unchanged = None
-    if grown in rows:
-        old = [t for s, t in by_task.index if s == args.hra]
-        unchanged = all(by_task[(grown, t)] == by_task[(args.hra, t)] for t in old)
-    systems = system_records(run, summary, scores, new_task)
-    by_name = {r["system"]: r for r in systems}
-    jointly = [t for t in by_name[args.hra]["wer_by_task"] if t != new_task]
-    hra_better = sum(by_name[args.hra]["wer_by_task"][t] < by_name[args.lora]["wer_by_task"][t] for t in jointly)
-    frozen = by_name.get("frozen", {}).get("wer_by_engine", {})
+    systems, runs, curves, unchanged = {}, [], [], None
+    for run in newest_runs(args.runs):
+        outputs = run.steps["multitask_results"].outputs
+        summary, scores = outputs["multitask_results"][0].load(), outputs["multitask_task_scores"][0].load()
+        new_task = run.steps["define_tasks"].outputs["new_task"][0].load()
+        by_task = scores.set_index(["system", "task"])["wer"]
+        grown = f"{args.hra}+head"
+        if unchanged is None and grown in set(summary["system"]):
+            unchanged = all(by_task[(grown, t)] == by_task[(args.hra, t)] for s, t in by_task.index if s == args.hra)
+        for record in system_records(run, summary, scores, new_task):
+            record["run"] = run.name
+            if record["system"] in systems:
+                systems[record["system"]].setdefault("replicas", []).append({"run": run.name, "wer": record["wer"]})
+            else:
+                systems[record["system"]] = record
+        runs.append({"run": run.name, "config": run.config.parameters, "tasks": int(summary["tasks"].max()), "new_task": new_task})
+        curves += outputs["parameters_vs_tasks"][0].load().to_dict("records")
+    hra, lora, full = systems[args.hra], systems.get(args.lora), systems.get(args.full)
+    jointly = [t for t in hra["wer_by_task"] if t != runs[-1]["new_task"]]
+    frozen = systems.get("frozen", {}).get("wer_by_engine", {})
     targets = {
-        "hra_vs_lora_params_per_task": lora["per_task_params"] / hra["per_task_params"],
-        "hra_params_4x_fewer": lora["per_task_params"] >= 4 * hra["per_task_params"],
-        "hra_minus_lora_wer_points": 100 * (hra["wer"] - lora["wer"]),
-        "hra_wer_no_worse": hra["wer"] <= lora["wer"],
-        "hra_better_than_lora_on_tasks": f"{hra_better}/{len(jointly)}",
-        "hra_minus_full_finetuning_wer_points": 100 * (hra["wer"] - rows[args.full]["wer"]) if args.full in rows else None,
+        "hra_vs_lora_params_per_task": lora and lora["params_per_task"] / hra["params_per_task"],
+        "hra_params_4x_fewer": lora and lora["params_per_task"] >= 4 * hra["params_per_task"],
+        "hra_minus_lora_wer_points": lora and 100 * (hra["wer"] - lora["wer"]),
+        "hra_wer_no_worse": lora and hra["wer"] <= lora["wer"],
+        "hra_better_than_lora_on_tasks": lora and f"{sum(hra['wer_by_task'][t] < lora['wer_by_task'][t] for t in jointly)}/{len(jointly)}",
+        "hra_minus_full_finetuning_wer_points": full and 100 * (hra["wer"] - full["wer"]),
         "systems_above_frozen_on_an_engine": sorted(
-            f"{r['system']}:{e}" for r in systems if r["system"] != "frozen" for e, w in r["wer_by_engine"].items() if e in frozen and w >= frozen[e]
+            f"{r['system']}:{e}" for r in systems.values() if r["system"] != "frozen" for e, w in r["wer_by_engine"].items() if e in frozen and w >= frozen[e]
         ),
     }
     result = {
-        "machine": describe(), "commit": git_commit(), "run": run.name, "config": run.config.parameters, "tasks": int(summary["tasks"].max()), "new_task": new_task,
-        "systems": systems, "parameters_vs_tasks": curve.to_dict("records"), "old_tasks_unchanged_by_new_head": unchanged, "targets": targets,
+        "machine": describe(), "commit": git_commit(), "runs": runs, "config": runs[0]["config"] if len(runs) == 1 else [r["config"] for r in runs],
+        "systems": list(systems.values()), "parameters_vs_tasks": curves, "old_tasks_unchanged_by_new_head": unchanged, "targets": targets,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, default=str))
-    print(summary.to_string(index=False))
     print(json.dumps({"targets": targets, "old_tasks_unchanged_by_new_head": unchanged}, indent=1, default=str))
-    for r in systems:
-        print(f"{r['system']:24s} wer {r['wer']:.4f} {r['wer_by_engine']}  params/task {r['params_per_task']:,.0f}  step x{r['step_time_ratio']}  {r['minutes']} min")
+    for r in systems.values():
+        print(f"{r['system']:24s} wer {r['wer']:.4f} {r['wer_by_engine']}  params/task {r['params_per_task']:,.0f}  step x{r['step_time_ratio']}  {r['minutes']} min  {r.get('replicas', '')}")
     print(f"wrote {args.out}")
 
 
