@@ -8,7 +8,7 @@ against the issue's targets.
 ``systems``: one record a system with ``system``, ``wer`` (mean over the jointly trained tasks),
 ``wer_by_engine`` (the mean over those tasks of each TTS engine), ``wer_by_task``, ``params_per_task``,
 ``shared_params``, ``seconds_per_step`` (training only), ``step_time_ratio`` (that against per-task full
-fine-tuning's, same run), ``minutes`` (its training, new-task and evaluation steps) and ``epochs``. Targets: HRA at least
+fine-tuning's, same run), ``minutes`` (its training, new-task and evaluation steps). Targets: HRA at least
 4x fewer parameters a task than LoRA at a WER no worse, and lower WER on at least 12 of 16 tasks (here:
 3/4 of the tasks); within 1 WER point of full fine-tuning; every adapted system below frozen on every
 engine family; the new task's head leaves the old tasks bit-identical.
