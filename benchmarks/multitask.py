@@ -95,13 +95,17 @@ def main() -> None:
     parser.add_argument("--full", default="full_finetuning")
     parser.add_argument("--runs", type=int, default=1, help="merge the newest N runs (same data and backbone), e.g. a config run in parts; "
                         "a system in several keeps its first (oldest) record, the others' WER go to its 'replicas'")
+    parser.add_argument("--run", action="append", default=[], help="a run by name (repeat to merge, oldest first); overrides --runs")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/multitask.json"))
     args = parser.parse_args()
     os.environ.setdefault("ZENML_ANALYTICS_OPT_IN", "false")
     from benchmarks.machine import describe
 
     systems, runs, curves, unchanged = {}, [], [], None
-    for run in newest_runs(args.runs):
+    from zenml.client import Client
+
+    chosen = [Client().get_pipeline_run(name) for name in args.run] if args.run else newest_runs(args.runs)
+    for run in chosen:
         outputs = run.steps["multitask_results"].outputs
         summary, scores = outputs["multitask_results"][0].load(), outputs["multitask_task_scores"][0].load()
         new_task = run.steps["define_tasks"].outputs["new_task"][0].load()
