@@ -6,7 +6,7 @@ from pipelines.multitask_pipeline import adapt_tasks_and_promote
 from pipelines.target_data import target_data
 from steps.backbones import backbone_artifact
 from steps.drift import decide_retraining, detect_data_drift
-from steps.settings import Methods, TargetCorpus, TrainSettings
+from steps.settings import AsrOptions, Methods, TargetCorpus, TrainSettings
 
 
 @pipeline(
@@ -30,6 +30,7 @@ def retraining_pipeline(
     metric: str = "wer",
     export_dir: Optional[str] = None,
     checkpoint_dir: Optional[str] = None,
+    asr_options: Optional[AsrOptions] = None,
 ) -> None:
     """A new batch against the reference corpus (drift of its utterance features, the backbone's confidence)
     -> only when it drifted or the confidence fell (or ``force``): the multi-task adaptation of
@@ -40,5 +41,5 @@ def retraining_pipeline(
         return
     train, nas_val, test, manifest_path, backbone, md5 = target_data(target)
     adapt_tasks_and_promote(
-        train, nas_val, test, manifest_path, backbone, md5, methods, train_config, new_task_train, task_by, max_tasks, new_task, metric, export_dir, checkpoint_dir
+        train, nas_val, test, manifest_path, backbone, md5, methods, train_config, new_task_train, task_by, max_tasks, new_task, metric, export_dir, checkpoint_dir, asr_options
     )

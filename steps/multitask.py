@@ -68,13 +68,17 @@ def train_task_adapters(
     with_new_task: bool,
     train_config: dict,
     checkpoint_dir: Optional[str] = None,
+    asr_options: Optional[dict] = None,
 ) -> Tuple[Annotated[TaskAdapters, BUNDLE], Annotated[HTMLString, "training_curves"]]:
     """Every task's adapter (``adapter``: a config dict with its ``method``) trained jointly on mixed
-    batches; ``with_new_task``: the new task trains with the others (methods without shared parameters)."""
+    batches; ``with_new_task``: the new task trains with the others (methods without shared parameters);
+    ``asr_options``: the ASR's run-time options while training, kept by the bundle."""
     config = config_class(adapter.get("method", "")).from_dict(adapter)
     trained = [*tasks, new_task] if with_new_task else list(tasks)
-    cfg = make_train_config(train_config, checkpoint_dir, f"multitask_{system}", adapter=adapter, tasks=trained)
-    curves = train_and_log(system, lambda cb: multitask.train_task_adapters(cascade, config, trained, _dataset(train, manifest_path), _dataset(nas_val, manifest_path), cfg, cb))
+    cfg = make_train_config(train_config, checkpoint_dir, f"multitask_{system}", adapter=adapter, tasks=trained, asr_options=asr_options or None)
+    curves = train_and_log(
+        system, lambda cb: multitask.train_task_adapters(cascade, config, trained, _dataset(train, manifest_path), _dataset(nas_val, manifest_path), cfg, cb, asr_options)
+    )
     return _exported(cascade, system), curves
 
 
@@ -108,12 +112,13 @@ def finetune_tasks(
     train_config: dict,
     system: str = "full_finetuning",
     checkpoint_dir: Optional[str] = None,
+    asr_options: Optional[dict] = None,
 ) -> Tuple[Annotated[TaskAdapters, BUNDLE], Annotated[HTMLString, "training_curves"]]:
     """Full fine-tuning of the ASR per task (every task, the new one included): one ASR a task."""
     trained = [*tasks, new_task]
-    cfg = make_train_config(train_config, checkpoint_dir, f"multitask_{system}", tasks=trained)
+    cfg = make_train_config(train_config, checkpoint_dir, f"multitask_{system}", tasks=trained, asr_options=asr_options or None)
     bundle, results = multitask.finetune_per_task(
-        cascade, trained, _dataset(train, manifest_path), _dataset(nas_val, manifest_path), cfg, _bundle_dir(system), system, backbone=_backbone_id()
+        cascade, trained, _dataset(train, manifest_path), _dataset(nas_val, manifest_path), cfg, _bundle_dir(system), system, backbone=_backbone_id(), asr_options=asr_options
     )
     log_metadata({"epochs": {t: len(r.history) for t, r in results.items()}, "steps": sum(r.steps for r in results.values()),
                   "train_seconds": round(sum(train_seconds(r) for r in results.values()), 2)})

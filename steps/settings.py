@@ -75,3 +75,21 @@ class MethodSpec(Settings):
 
 
 Methods = Dict[str, MethodSpec]
+
+
+class AsrOptions(BaseModel):
+    """The ASR's run-time options while a pipeline trains and scores adapters (ASRBackbone.configure), e.g.
+    Whisper's {pad_to: longest, margin_seconds: 1.0}. A name no registered backbone takes is refused here;
+    the backbone checks the values."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    @model_validator(mode="after")
+    def _known_names(self) -> "AsrOptions":
+        from components.models.backbone import registered_backbones
+
+        known = {name for cls in registered_backbones().values() for name in cls.runtime_options}
+        unknown = sorted(set(self.model_extra or {}) - known)
+        if unknown:
+            raise ValueError(f"no ASR backbone has the run-time option(s) {unknown}; known: {sorted(known)}")
+        return self

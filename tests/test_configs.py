@@ -154,6 +154,7 @@ def test_search_cells_attach_and_their_lr_scales_name_parameters(path, space, ca
     ("train_config", {"max_epoch": 1}, "max_epoch"),
     ("methods", {"hra": {"adapter": {"method": "hra", "rr": 8}}}, "HRAConfig has no field(s) ['rr']"),
     ("methods", {"hra": {"adaptor": {"method": "hra"}}}, "hra.adaptor"),
+    ("asr_options", {"pad_too": "longest"}, "no ASR backbone has the run-time option(s) ['pad_too']"),
 ])
 def test_a_misspelled_key_is_named(block, bad, message):
     """The typed blocks name a bad key (the same validation ZenML runs on a config before any step)."""

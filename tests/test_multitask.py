@@ -126,6 +126,52 @@ def test_joint_training_exports_a_bundle_that_reloads_exactly(system, speech, ca
         assert torch.equal(asr_logits(model, speech, task), asr_logits(reloaded, speech, task))
 
 
+def test_a_bundle_keeps_the_asr_padding_it_trained_with(speech, tmp_path):
+    """Trained at each batch's longest clip + 1 s, a bundle records it, and attaching it sets it again."""
+    from components.models.cascade import Cascade
+    from components.models.nlu import NluLabels, build_nlu
+    from components.models.se import MaskEnhancer, SEConfig
+    from components.models.whisper.load import DEFAULT_MODEL, load_tokenizer, whisper_files
+    from tests.test_adapters_whisper import tiny_whisper
+
+    torch.manual_seed(0)
+    labels = NluLabels.from_label_set()
+    asr = tiny_whisper(load_tokenizer(whisper_files(DEFAULT_MODEL).tokenizer))
+    asr.config.context_seconds = 6.0  # the synthesized commands are 2-6 s
+    base = Cascade(MaskEnhancer(SEConfig(hidden=16, layers=1)), asr, build_nlu(labels), labels).eval()
+    model = copy.deepcopy(base)
+    options = {"pad_to": "longest", "margin_seconds": 1.0}
+    train_task_adapters(model, A.LoraConfig(target_modules=["asr:@attention"], r=4), tasks_of(speech), speech, speech, CFG, asr_options=options)
+    bundle = TaskAdapters.export_adapter(model, tmp_path / "lora", system="lora")
+    assert TaskAdapters(tmp_path / "lora").asr_options == {**base.asr.runtime_settings(), **options}
+
+    reloaded = copy.deepcopy(base)
+    bundle.attach(reloaded)
+    assert (reloaded.asr.config.pad_to, reloaded.asr.config.margin_seconds) == ("longest", 1.0)
+    assert base.asr.config.pad_to == "context"  # the frozen backbone keeps its own
+    model.eval(), reloaded.eval()
+    for task in tasks_of(speech):
+        assert torch.equal(whisper_logits(model, speech, task), whisper_logits(reloaded, speech, task))
+    with pytest.raises(ValueError, match=r"no run-time option \['pad_too'\]"):
+        reloaded.asr.configure(pad_too="longest")
+    with pytest.raises(ValueError, match="pad_to must be one of"):
+        reloaded.asr.configure(pad_to="shortest")
+
+
+def whisper_logits(model, ds, task: str) -> torch.Tensor:
+    """Teacher-forced logits of the task's rows; the encoder runs at the ASR's padding."""
+    from components.data.dataset import collate
+    from components.models.cascade import asr_targets
+
+    batch = collate([ds[i] for i in range(len(ds)) if ds.rows[i][TASK] == task])
+    A.get_adapter(model, ADAPTER).set_task(task)
+    targets, lengths = asr_targets(model.asr, batch)
+    with torch.no_grad():
+        out = model.asr(batch["noisy"], batch["lengths"], targets, lengths, words=False)
+    assert out["encoder_states"].shape[1] == model.asr.frames(batch["lengths"]) // 2 < model.asr.context_frames // 2
+    return out["target_logits"]
+
+
 def test_a_new_task_leaves_the_others_bit_identical_and_reuses_the_controller(speech, cascade, tmp_path):
     first, new = tasks_of(speech)
     model = copy.deepcopy(cascade)

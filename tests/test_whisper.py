@@ -21,7 +21,7 @@ from components.models.asr import ASRConfig, ConformerCTC
 from components.models.whisper.ct2 import CT2FormatError, read_ct2
 from components.models.whisper.decode import cut_repetition, greedy_decode
 from components.models.whisper.load import DEFAULT_MODEL, WhisperNotFound, load_whisper, whisper_files
-from components.models.whisper.model import AudioTooLong, WhisperASR
+from components.models.whisper.model import AudioTooLong, WhisperASR, WhisperASRConfig
 from components.models.whisper.text import english_normalized, number_words, ordinal_words, slurp_style
 from components.serving.audio import to_model_rate
 
@@ -349,6 +349,27 @@ def test_corrupt_model_bin_is_named(tmp_path):
             load_whisper(directory)
     with pytest.raises(CT2FormatError, match=str(tmp_path / "truncated")):
         read_ct2(tmp_path / "truncated/model.bin")
+
+
+def test_encoder_frames_follow_the_padding(asr):
+    """The window (10 s = 1000 mel frames), the batch's longest clip, or that plus a margin of silence; never past the window."""
+    config = asr.config
+    lengths = torch.tensor([16000, 40000])  # 1 s and 2.5 s
+    try:
+        assert asr.frames(lengths) == 1000
+        assert asr.front_levels  # a clip's features do not depend on its batch: cacheable
+        config.pad_to = "longest"
+        assert asr.frames(lengths) == 250
+        assert asr.front_levels == ()
+        config.margin_seconds = 1.5
+        assert asr.frames(lengths) == 400
+        assert asr(torch.zeros(2, 40000), lengths, words=False)["encoder_states"].shape[1] == 200
+        config.margin_seconds = 9.0
+        assert asr.frames(lengths) == 1000
+    finally:
+        config.pad_to, config.margin_seconds = "context", 0.0
+    with pytest.raises(ValueError, match="margin_seconds must be >= 0"):
+        WhisperASRConfig(margin_seconds=-1)
 
 
 def test_encoder_refuses_a_clip_longer_than_its_context(asr):

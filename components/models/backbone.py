@@ -44,6 +44,19 @@ class ASRBackbone(nn.Module):
     config_cls: ClassVar[type]
 
     config: object  # an instance of config_cls
+    # config fields that change how the backbone runs, not its weights; ``configure`` sets them (Whisper: its padding)
+    runtime_options: ClassVar[tuple[str, ...]] = ()
+
+    def configure(self, **options) -> None:
+        """Set run-time options (``runtime_options``) on the config; the config's own checks run again."""
+        unknown = sorted(set(options) - set(self.runtime_options))
+        if unknown:
+            raise ValueError(f"{self.kind} backbone: no run-time option {unknown}; it has {list(self.runtime_options)}")
+        self.config = dataclasses.replace(self.config, **options)
+
+    def runtime_settings(self) -> dict:
+        """The current value of every run-time option (what ``configure`` takes back)."""
+        return {name: getattr(self.config, name) for name in self.runtime_options}
 
     @property
     def hidden_size(self) -> int:
@@ -101,9 +114,15 @@ def register_backbone(cls: type) -> type:
     return cls
 
 
-def backbone_class(kind: str) -> type[ASRBackbone]:
+def registered_backbones() -> dict[str, type[ASRBackbone]]:
+    """kind -> class, every module of BACKBONE_MODULES imported (each registers its backbone)."""
     for module in BACKBONE_MODULES:
-        importlib.import_module(module)  # registers its backbone
+        importlib.import_module(module)
+    return BACKBONES
+
+
+def backbone_class(kind: str) -> type[ASRBackbone]:
+    registered_backbones()
     if kind not in BACKBONES:
         raise KeyError(f"no ASR backbone kind {kind!r}; registered: {sorted(BACKBONES)}")
     return BACKBONES[kind]

@@ -1,12 +1,13 @@
 """A trained multi-task adaptation as plain files: what a run exports, a model version carries and a
 service loads. No pickle: JSON and safetensors.
 
-    <root>/bundle.json                {"format", "system", "kind", "tasks", "backbone"[, "task_parameters"]}
+    <root>/bundle.json                {"format", "system", "kind", "tasks", "backbone"[, "task_parameters"][, "asr_options"]}
     <root>/shared.safetensors         kind "adapter": what every task uses (components.adapters.state format)
     <root>/tasks/<task>.safetensors   kind "adapter": one task's adapter; kind "full": the task's own fine-tuned ASR
 
 ``backbone`` says which backbone the files adapt (the pipeline stores the ZenML artifact version id);
-``task_parameters`` (kind full) the trainable parameters of one task's ASR (its file also holds buffers).
+``task_parameters`` (kind full) the trainable parameters of one task's ASR (its file also holds buffers);
+``asr_options`` the ASR run-time options the tasks trained with (Whisper: its padding), set again by ``attach``.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class TaskAdapters:
             raise ValueError(f"{path}: a kind 'full' bundle needs task_parameters (an int)")
         self.system, self.kind, self.tasks, self.backbone = meta["system"], meta["kind"], list(meta["tasks"]), meta.get("backbone", "")
         self.task_parameters = meta.get("task_parameters")
+        self.asr_options = dict(meta.get("asr_options") or {})
         for task in self.tasks:
             if not self.task_file(task).is_file():
                 raise FileNotFoundError(f"{self.root}: bundle.json lists task {task!r} but {self.task_file(task)} is missing")
@@ -71,14 +73,15 @@ class TaskAdapters:
 
     @classmethod
     def export_adapter(cls, model: nn.Module, root: str | Path, system: str, tasks: list[str] | None = None, backbone: str = "") -> "TaskAdapters":
-        """The model's ``tasks`` adapter: its shared part and each task's file (default: every task it has)."""
+        """The model's ``tasks`` adapter: its shared part and each task's file (default: every task it has),
+        and the run-time options of the model's ASR."""
         method = get_adapter(model, ADAPTER)
         tasks = list(tasks or method.task_names)
         root = Path(root)
         save_shared(model, root / SHARED_FILE, name=ADAPTER)
         for task in tasks:
             save_task(model, task_path(root, task), task, name=ADAPTER)
-        return cls.create(root, system, "adapter", tasks, backbone)
+        return cls.create(root, system, "adapter", tasks, backbone, asr_options=model.asr.runtime_settings())
 
     @classmethod
     def save_full_task(cls, asr: nn.Module, root: str | Path, task: str) -> None:
@@ -87,11 +90,15 @@ class TaskAdapters:
             save_state_dict(asr, tmp)
 
     @classmethod
-    def create(cls, root: Path, system: str, kind: str, tasks: list[str], backbone: str, task_parameters: int | None = None) -> "TaskAdapters":
+    def create(
+        cls, root: Path, system: str, kind: str, tasks: list[str], backbone: str, task_parameters: int | None = None, asr_options: dict | None = None
+    ) -> "TaskAdapters":
         """Write bundle.json over task files already in ``root``."""
         meta = {"format": FORMAT, "system": system, "kind": kind, "tasks": tasks, "backbone": backbone}
         if task_parameters is not None:
             meta["task_parameters"] = task_parameters
+        if asr_options:
+            meta["asr_options"] = dict(asr_options)
         with atomic_path(Path(root) / "bundle.json") as tmp:
             tmp.write_text(json.dumps(meta, indent=1) + "\n")
         return cls(root)
@@ -115,8 +122,9 @@ class TaskAdapters:
     # -- using
 
     def attach(self, cascade: nn.Module) -> None:
-        """Kind adapter: apply the adapter with every task of the bundle; kind full: nothing to apply
-        (``use`` swaps the ASR weights per task)."""
+        """The ASR's run-time options the tasks trained with; kind adapter: apply the adapter with every task
+        of the bundle; kind full: nothing more (``use`` swaps the ASR weights per task)."""
+        cascade.asr.configure(**self.asr_options)
         if self.kind == "full":
             return
         add_adapter(cascade, self.config, name=ADAPTER, tasks=())

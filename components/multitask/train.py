@@ -38,9 +38,14 @@ def _fit(cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: 
         return train(cascade, cached_loss, train_ds, cfg, collate_fn=collate, val_fn=validation_fn(val_ds, lambda m, b: {"val_loss": cached_loss(m, b)}, cfg), on_metrics=on_metrics)
 
 
-def train_task_adapters(cascade: Cascade, config: AdapterConfig, tasks: list[str], train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None) -> TrainResult:
+def train_task_adapters(
+    cascade: Cascade, config: AdapterConfig, tasks: list[str], train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None,
+    asr_options: dict | None = None,
+) -> TrainResult:
     """Apply ``config`` (its targets name cascade modules, e.g. 'asr:@layer') with ``tasks`` and train every
-    task's parameters (and the shared ones) jointly on those tasks' rows; only adapter parameters train."""
+    task's parameters (and the shared ones) jointly on those tasks' rows; only adapter parameters train.
+    ``asr_options``: the ASR's run-time options while it trains (Whisper: {pad_to: longest, margin_seconds: 1})."""
+    cascade.asr.configure(**(asr_options or {}))
     add_adapter(cascade, config, name=ADAPTER, tasks=tasks)
     freeze_backbone(cascade)
     return _fit(cascade, train_ds.where(TASK, *tasks), _validation_rows(val_ds, train_ds, *tasks), cfg, on_metrics)
@@ -52,8 +57,11 @@ def _validation_rows(val_ds: SpeechDataset, train_ds: SpeechDataset, *tasks: str
     return rows if len(rows) else train_ds.where(TASK, *tasks)
 
 
-def add_task(cascade: Cascade, trained: TaskAdapters, variant: str, task: str, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None) -> TrainResult:
-    """Add ``task`` to a trained adapter bundle and train only what the task adds.
+def add_task(
+    cascade: Cascade, trained: TaskAdapters, variant: str, task: str, train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, on_metrics: MetricsFn = None,
+) -> TrainResult:
+    """Add ``task`` to a trained adapter bundle and train only what the task adds, with the ASR's run-time
+    options the bundle trained with.
 
     head: the bundle's adapter with every task, plus the new task's parameters (HRA: its head; the
     controller and the other heads frozen). mhr_z: the trained MHR inventory frozen, only the new task's
@@ -63,6 +71,7 @@ def add_task(cascade: Cascade, trained: TaskAdapters, variant: str, task: str, t
         raise ValueError(f"new-task variant {variant!r}: use one of {NEW_TASK_VARIANTS}")
     if trained.kind != "adapter":
         raise ValueError(f"bundle {trained.system!r} is kind {trained.kind!r}: only adapter bundles take a new task")
+    cascade.asr.configure(**trained.asr_options)
     if variant == "head":
         trained.attach(cascade)
         method = get_adapter(cascade, ADAPTER)
@@ -87,10 +96,12 @@ def add_task(cascade: Cascade, trained: TaskAdapters, variant: str, task: str, t
 
 def finetune_per_task(
     cascade: Cascade, tasks: list[str], train_ds: SpeechDataset, val_ds: SpeechDataset, cfg: TrainConfig, root: str | Path,
-    system: str = "full_finetuning", backbone: str = "", on_metrics: MetricsFn = None,
+    system: str = "full_finetuning", backbone: str = "", on_metrics: MetricsFn = None, asr_options: dict | None = None,
 ) -> tuple[TaskAdapters, dict[str, TrainResult]]:
     """Full fine-tuning of the ASR, one copy a task on that task's rows, each saved into the bundle folder
-    ``root`` as it finishes. ``cfg.checkpoint_dir`` (if set) gets a sub-folder a task."""
+    ``root`` as it finishes. ``cfg.checkpoint_dir`` (if set) gets a sub-folder a task; ``asr_options``: the
+    ASR's run-time options while it trains, recorded in the bundle."""
+    cascade.asr.configure(**(asr_options or {}))
     results = {}
     for task in tasks:
         model = copy.deepcopy(cascade)
@@ -100,4 +111,4 @@ def finetune_per_task(
         results[task] = _fit(model, train_ds.where(TASK, task), _validation_rows(val_ds, train_ds, task), task_cfg, on_metrics, loss=enhanced_asr_loss)
         TaskAdapters.save_full_task(model.asr, root, task)
     asr_parameters = sum(p.numel() for p in cascade.asr.parameters())
-    return TaskAdapters.create(Path(root), system, "full", list(tasks), backbone, task_parameters=asr_parameters), results
+    return TaskAdapters.create(Path(root), system, "full", list(tasks), backbone, task_parameters=asr_parameters, asr_options=cascade.asr.runtime_settings()), results

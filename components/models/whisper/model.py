@@ -40,6 +40,7 @@ class WhisperASRConfig:
     source: str = DEFAULT_MODEL  # the name or directory the pre-trained weights came from (provenance)
     context_seconds: float = 10.0  # encoder window; 30 is Whisper's own
     pad_to: str = "context"  # "context": every clip padded to the window; "longest": to the batch's longest clip
+    margin_seconds: float = 0.0  # with pad_to "longest": this much silence after the longest clip (within the window)
     max_tokens_per_second: float = 8.0  # decoding cap: 8 tokens a second of audio, plus 8
     max_repeats: int | None = 3  # stop when an n-gram comes a 4th time in a row (None: never)
     dims: dict = field(default_factory=dict)  # transformers WhisperConfig sizes
@@ -48,6 +49,8 @@ class WhisperASRConfig:
     def __post_init__(self) -> None:
         if self.pad_to not in PAD_TO:
             raise ValueError(f"pad_to must be one of {PAD_TO}, got {self.pad_to!r}")
+        if self.margin_seconds < 0:
+            raise ValueError(f"margin_seconds must be >= 0, got {self.margin_seconds}")
         if not 0 < self.context_seconds <= 30:
             raise ValueError(f"context_seconds must be in (0, 30], got {self.context_seconds}")
 
@@ -60,6 +63,7 @@ class AudioTooLong(ValueError):
 class WhisperASR(ASRBackbone):
     kind = "whisper"
     config_cls = WhisperASRConfig
+    runtime_options = ("pad_to", "margin_seconds", "max_tokens_per_second", "max_repeats")
 
     def __init__(self, config: WhisperASRConfig, whisper=None, tokenizer=None) -> None:
         """``whisper``/``tokenizer`` as loaded by ``pretrained``; without ``whisper``, the architecture of
@@ -162,8 +166,14 @@ class WhisperASR(ASRBackbone):
     def encode(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """wave (B, L) -> encoder states (B, F/2, d): conv front end, positions [0, F/2), layers, final norm."""
         self.check_durations(lengths)
-        frames = self.context_frames if self.config.pad_to == "context" else max(2, frames_for(lengths.tolist(), self.context_frames))
-        return self.encode_features(self.log_mel(wave, frames))
+        return self.encode_features(self.log_mel(wave, self.frames(lengths)))
+
+    def frames(self, lengths: torch.Tensor | Sequence[int]) -> int:
+        """Mel frames of a batch: the window, or (pad_to "longest") its longest clip plus the margin, within the window."""
+        if self.config.pad_to == "context":
+            return self.context_frames
+        margin = int(self.config.margin_seconds * 16000)
+        return max(2, frames_for([int(n) + margin for n in lengths], self.context_frames))
 
     def encode_features(self, features: torch.Tensor) -> torch.Tensor:
         """log-mel (B, n_mels, F), F even and <= 3000 -> (B, F/2, d)."""
