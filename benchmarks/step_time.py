@@ -1,9 +1,10 @@
 """Training step time of each multi-task method on the Whisper cascade, relative to a full fine-tuning step
 of the same batch, with and without the frozen-front cache, and where each step's time goes.
 
-    python benchmarks/step_time.py [--repeats 8] [--threads 2] [--device auto] [--out benchmarks/results/step_time.json]
+    python benchmarks/step_time.py [--repeats 8] [--threads 2] [--device auto] [--margin S] [--out benchmarks/results/step_time.json]
 
-Cascade: the pre-trained Whisper tiny.en (10 s window) behind a fresh SE (hidden 128, 2 layers) and
+Cascade: the pre-trained Whisper tiny.en (10 s window; with ``--margin S``, each batch's longest clip plus
+S seconds, the multi-task configs' padding, where no front is cached) behind a fresh SE (hidden 128, 2 layers) and
 MiniLM; the loss is the multi-task one (enhanced_asr_loss: Whisper's token cross-entropy on the SE's
 output of the noisy clip, the SE frozen). Batch: 8 noisy held-out-style commands synthesized from the
 shipped SLURP sample by 8 target voices (2-4 s each), their SLURP transcripts as targets.
@@ -84,7 +85,7 @@ def speech_batch(n: int = 8) -> dict:
     return collate([ds[i] for i in range(len(ds))])
 
 
-def build_systems(cascade, device: torch.device) -> dict[str, dict]:
+def build_systems(cascade, device: torch.device, cached_rows: bool = True) -> dict[str, dict]:
     systems = {}
     for name, make in SYSTEMS.items():
         model = copy.deepcopy(cascade).to(device)
@@ -96,7 +97,7 @@ def build_systems(cascade, device: torch.device) -> dict[str, dict]:
             A.freeze_backbone(model)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=1e-5, fused=True)
-        for cached in (False, True):
+        for cached in (False, True) if cached_rows else (False,):
             systems[f"{name}{'_cached' if cached else ''}"] = {"model": model, "params": params, "optimizer": optimizer, "cache": FrontCache(4096) if cached else None}
     return systems
 
@@ -119,7 +120,7 @@ def train_step(s: dict, b: dict, device: torch.device) -> dict[str, float]:
         if front is None:
             with torch.no_grad():
                 audio = model.se(b["noisy"], b["lengths"])
-                front = ("features", asr.log_mel(audio, asr.context_frames))
+                front = ("features", asr.log_mel(audio, asr.frames(b["lengths"])))
         sync(device)
         times["front"] = time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -158,12 +159,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=8)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", type=Path, default=REPO / "benchmarks/results/step_time.json")
+    parser.add_argument("--margin", type=float, default=None, help="pad to each batch's longest clip plus this many seconds (default: the 10 s window)")
+    parser.add_argument("--out", type=Path, default=None, help="default: benchmarks/results/step_time.json (step_time_margin<S>.json with --margin)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available() else ("cpu" if args.device == "auto" else args.device))
+    out = args.out or REPO / "benchmarks/results" / ("step_time.json" if args.margin is None else f"step_time_margin{args.margin:g}.json")
     b = to_device(speech_batch(), device)
-    systems = build_systems(build_cascade(), device)
+    cascade = build_cascade()
+    if args.margin is not None:
+        cascade.asr.configure(pad_to="longest", margin_seconds=args.margin)
+    systems = build_systems(cascade, device, cached_rows=args.margin is None)
     medians = round_robin(list(systems), lambda n: train_step(systems[n], b, device), args.repeats, seed=1)
     reference = medians["full_finetuning"]["step"]
     rows = []
@@ -177,11 +183,12 @@ def main() -> None:
     result = {
         "benchmark": "step_time", "machine": describe(), "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip(),
         "config": {"repeats": args.repeats, "threads": args.threads, "device": str(device), "batch": int(b["noisy"].shape[0]),
-                   "clip_seconds": [round(n / 16000, 2) for n in b["lengths"].tolist()], "context_seconds": 10, "backbone": "whisper-tiny.en"},
+                   "clip_seconds": [round(n / 16000, 2) for n in b["lengths"].tolist()], "context_seconds": 10, "backbone": "whisper-tiny.en",
+                   "asr_options": cascade.asr.runtime_settings(), "mel_frames": cascade.asr.frames(b["lengths"])},
         "systems": rows,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
     for r in rows:
         print(f"{r['system']:28s} {r['step_s']:7.3f} s  x{r['step_time_ratio']:.3f}  {r['cached_level'] or '-':15s} {r['phases_s']}")
 
