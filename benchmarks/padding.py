@@ -78,10 +78,10 @@ def score(asr: WhisperASR, test: list[dict]) -> dict:
     }
 
 
-def train(asr: WhisperASR, method: str, train_batches: list[dict], lr: float, seed: int) -> dict:
-    """One epoch of ``train_batches``; the adapter stays attached (the caller removes it)."""
+def train(asr: WhisperASR, config: A.AdapterConfig, train_batches: list[dict], lr: float, seed: int) -> dict:
+    """One epoch of ``train_batches`` with adapter ``config``; it stays attached as "bench" (the caller removes it)."""
     torch.manual_seed(seed)
-    A.add_adapter(asr, METHODS[method](), name="bench", tasks=["task"])
+    A.add_adapter(asr, config, name="bench", tasks=["task"])
     A.freeze_backbone(asr)
     params = [p for p in asr.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, fused=True)
@@ -103,6 +103,19 @@ def train(asr: WhisperASR, method: str, train_batches: list[dict], lr: float, se
             "loss_first_last": [round(statistics.mean(losses[:5]), 4), round(statistics.mean(losses[-5:]), 4)]}
 
 
+def target_rows(corpus: Path, split: str, n: int | None, seed: int | None) -> tuple[SpeechDataset, list[int]]:
+    """The corpus and the indices of its ``split`` rows: a seeded sample of ``n`` (seed None: the first ``n``; n None: all)."""
+    manifest = corpus / "manifest.jsonl"
+    if not manifest.is_file():
+        sys.exit(f"{manifest}: no target corpus; build it with the multi-task pipeline's ingest "
+                 "(zenml pipeline run pipelines.multitask_pipeline.multitask_pipeline -c configs/multitask.yaml), or pass --corpus")
+    df = read_manifest(manifest)
+    rows = [i for i, s in enumerate(df["slurp_id"]) if split_of(int(s)) == split]
+    if n is not None:
+        rows = random.Random(seed).sample(rows, n) if seed is not None else rows[:n]
+    return SpeechDataset(df, corpus), rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--corpus", type=Path, default=REPO / "data/target")
@@ -115,16 +128,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/padding.json")
     args = ap.parse_args()
-    manifest = args.corpus / "manifest.jsonl"
-    if not manifest.is_file():
-        sys.exit(f"{manifest}: no target corpus; build it with the multi-task pipeline's ingest "
-                 "(zenml pipeline run pipelines.multitask_pipeline.multitask_pipeline -c configs/multitask.yaml), or pass --corpus")
     torch.set_num_threads(args.threads)
-    df = read_manifest(manifest)
-    ds = SpeechDataset(df, args.corpus)
-    split = [split_of(int(s)) for s in df["slurp_id"]]
-    train_rows = random.Random(args.seed).sample([i for i, s in enumerate(split) if s == "train"], args.train_rows)
-    test_rows = [i for i, s in enumerate(split) if s == "test"][: args.test_rows]
+    ds, train_rows = target_rows(args.corpus, "train", args.train_rows, args.seed)
+    _, test_rows = target_rows(args.corpus, "test", args.test_rows, None)
     train_batches, test_batches = batches(ds, train_rows, args.seed), batches(ds, test_rows, None)
     asr = WhisperASR.pretrained("whisper-tiny.en", context_seconds=10)
     paddings = [("10 s window", None)] + [(f"longest + {m:g} s", m) for m in args.margins]
@@ -134,7 +140,7 @@ def main() -> None:
         row = {"padding": label, "pad_to": asr.config.pad_to, "margin_seconds": asr.config.margin_seconds, "zero_shot": score(asr, test_batches)}
         print(label, "zero-shot", {k: v for k, v in row["zero_shot"].items() if k != "examples"}, flush=True)
         for method in args.methods:
-            trained = train(asr, method, train_batches, args.lr, args.seed)
+            trained = train(asr, METHODS[method](), train_batches, args.lr, args.seed)
             trained |= score(asr, test_batches)
             A.remove_adapter(asr, "bench")
             row[method] = trained
