@@ -116,16 +116,21 @@ def target_rows(corpus: Path, split: str, n: int | None, seed: int | None) -> tu
     return SpeechDataset(df, corpus), rows
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+def common_arguments(ap: argparse.ArgumentParser) -> None:
+    """The corpus, the training sample, the seed and the threads (this bench and tune_adapters.py)."""
     ap.add_argument("--corpus", type=Path, default=REPO / "data/target")
     ap.add_argument("--train-rows", type=int, default=480)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=2)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    common_arguments(ap)
     ap.add_argument("--test-rows", type=int, default=None, help="the first N test rows (default: all)")
     ap.add_argument("--margins", type=float, nargs="+", default=[0.0, 1.0, 2.0], help="seconds of silence after a batch's longest clip")
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/padding.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)

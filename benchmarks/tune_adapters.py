@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 
 from benchmarks.machine import describe  # noqa: E402
-from benchmarks.padding import batches, score, set_padding, target_rows, train  # noqa: E402
+from benchmarks.padding import batches, common_arguments, score, set_padding, target_rows, train  # noqa: E402
 from components import adapters as A  # noqa: E402
 from components.models.whisper.model import WhisperASR  # noqa: E402
 
@@ -37,13 +37,10 @@ CANDIDATES = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--corpus", type=Path, default=REPO / "data/target")
-    ap.add_argument("--train-rows", type=int, default=480)
+    common_arguments(ap)
     ap.add_argument("--lrs", type=float, nargs="+", default=[1e-3, 3e-3, 1e-2])
     ap.add_argument("--candidates", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     ap.add_argument("--margin", type=float, default=1.0)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/tune_adapters.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
