@@ -6,6 +6,7 @@ and the comparison table."""
 from __future__ import annotations
 
 import copy
+from dataclasses import replace
 
 import pandas as pd
 import pytest
@@ -225,8 +226,10 @@ def _hra_bundle(cascade, speech, tmp_path) -> TaskAdapters:
 
 def test_full_finetuning_per_task_and_per_task_scores(speech, cascade, tmp_path):
     tasks = tasks_of(speech)
-    bundle, results = finetune_per_task(cascade, tasks, speech, speech, CFG, tmp_path / "full")
+    checkpoints = tmp_path / "checkpoints"
+    bundle, results = finetune_per_task(cascade, tasks, speech, speech, replace(CFG, checkpoint_dir=str(checkpoints), checkpoint_every=1), tmp_path / "full")
     assert set(results) == set(tasks) and all(r.steps == 2 for r in results.values())
+    assert checkpoints.is_dir() and not any(checkpoints.iterdir())  # a task's checkpoints go once it is in the bundle
     asr_parameters = sum(p.numel() for p in cascade.asr.parameters())
     assert bundle.system == "full_finetuning" and bundle.parameter_counts() == {"shared": 0, "tasks": {t: asr_parameters for t in tasks}}
 

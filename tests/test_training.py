@@ -168,6 +168,29 @@ def test_resume_from_max_steps_is_bit_identical(tmp_path):
     _assert_same_run(resumed, _reference(tmp_path, 17))
 
 
+def test_a_checkpoint_holds_only_what_trains_and_resumes_bit_identical(tmp_path):
+    """First layer frozen (as a backbone under an adapter): its weights stay out of the checkpoint, the
+    run resumes exactly, and the best weights restore only what trained."""
+
+    def frozen_first(init_seed: int = 0):
+        model, data, val = make_problem(init_seed)
+        model[0].requires_grad_(False)
+        return model, data, val
+
+    folder = tmp_path / "run"
+    model, data, val = frozen_first()
+    frozen = model[0].weight.detach().clone()
+    train(model, noisy_mse, data, config(max_steps=8, checkpoint_dir=str(folder), checkpoint_every=3), val_fn=val_mse(val))
+    ckpt = load_checkpoint(folder)
+    assert set(ckpt.model_state) == {"3.weight", "3.bias"} and set(ckpt.best_state) == {"3.weight", "3.bias"}
+    resumed, _, _ = frozen_first()
+    res = train(resumed, noisy_mse, data, config(max_steps=17, checkpoint_dir=str(folder), checkpoint_every=3), val_fn=val_mse(val))
+    reference, _, _ = frozen_first()
+    ref = train(reference, noisy_mse, data, config(max_steps=17, checkpoint_dir=str(tmp_path / "ref"), checkpoint_every=3), val_fn=val_mse(val))
+    assert res.resumed_from == 8 and _strip_seconds(res.history) == _strip_seconds(ref.history)
+    assert _equal_states(resumed.state_dict(), reference.state_dict()) and torch.equal(resumed[0].weight, frozen)
+
+
 def test_a_checkpoint_of_other_parameters_is_refused_by_folder(tmp_path):
     """Parameters changed since the checkpoint (a layer more, weights tied or untied): a clear error, not torch's."""
     folder = tmp_path / "run"

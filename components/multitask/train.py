@@ -10,6 +10,7 @@ is absent from a batch.
 from __future__ import annotations
 
 import copy
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -99,8 +100,10 @@ def finetune_per_task(
     system: str = "full_finetuning", backbone: str = "", on_metrics: MetricsFn = None, asr_options: dict | None = None,
 ) -> tuple[TaskAdapters, dict[str, TrainResult]]:
     """Full fine-tuning of the ASR, one copy a task on that task's rows, each saved into the bundle folder
-    ``root`` as it finishes. ``cfg.checkpoint_dir`` (if set) gets a sub-folder a task; ``asr_options``: the
-    ASR's run-time options while it trains, recorded in the bundle."""
+    ``root`` as it finishes. ``cfg.checkpoint_dir`` (if set) gets a sub-folder a task while it trains, removed
+    once the task is in the bundle (a whole ASR and its AdamW state a task would fill a disk at 24 tasks; a
+    run killed and started again retrains the finished tasks). ``asr_options``: the ASR's run-time options
+    while it trains, recorded in the bundle."""
     cascade.asr.configure(**(asr_options or {}))
     results = {}
     for task in tasks:
@@ -110,5 +113,7 @@ def finetune_per_task(
         task_cfg = replace(cfg, checkpoint_dir=str(Path(cfg.checkpoint_dir) / task) if cfg.checkpoint_dir else None)
         results[task] = _fit(model, train_ds.where(TASK, task), _validation_rows(val_ds, train_ds, task), task_cfg, on_metrics, loss=enhanced_asr_loss)
         TaskAdapters.save_full_task(model.asr, root, task)
+        if task_cfg.checkpoint_dir:
+            shutil.rmtree(task_cfg.checkpoint_dir, ignore_errors=True)
     asr_parameters = sum(p.numel() for p in cascade.asr.parameters())
     return TaskAdapters.create(Path(root), system, "full", list(tasks), backbone, task_parameters=asr_parameters, asr_options=cascade.asr.runtime_settings()), results

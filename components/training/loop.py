@@ -110,7 +110,7 @@ class TrainResult:
     steps: int  # optimizer steps done in total (across resumes)
     stopped_early: bool
     resumed_from: int | None = None  # global step of the checkpoint this run started from
-    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # on cpu
+    best_state: dict[str, torch.Tensor] | None = field(default=None, repr=False)  # on cpu: the best epoch's trainable parameters and buffers
 
 
 @dataclass
@@ -252,8 +252,24 @@ def _validate(model: nn.Module, val_fn: ValFn) -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
+def _trained_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """What training can change: the trainable parameters and every buffer (BatchNorm statistics). A
+    checkpoint holds only these; the frozen rest comes from the model the run starts from (an adapter
+    run's checkpoint is then its adapter, not a copy of the whole cascade)."""
+    return {k: v.detach() for k, v in model.state_dict(keep_vars=True).items() if not isinstance(v, nn.Parameter) or v.requires_grad}
+
+
 def _cpu_copy(model: nn.Module) -> dict[str, torch.Tensor]:
-    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    return {k: v.to("cpu", copy=True) for k, v in _trained_state(model).items()}
+
+
+def _load_trained(model: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Load a ``_trained_state`` (or a whole state dict) back; it must cover every trainable parameter."""
+    missing = sorted(set(_trained_state(model)) - set(state))
+    unexpected = sorted(set(state) - set(model.state_dict()))
+    if missing or unexpected:
+        raise RuntimeError(f"trainable tensors missing: {missing[:5]}; unknown tensors: {unexpected[:5]}")
+    model.load_state_dict(state, strict=False)
 
 
 class _LossModule(nn.Module):
@@ -331,7 +347,7 @@ def train(
         if ckpt.state["data"] != data_key:
             raise ValueError(f"checkpoint in {cfg.checkpoint_dir} was made with {ckpt.state['data']}, not {data_key}")
         try:
-            model.load_state_dict(ckpt.model_state)
+            _load_trained(model, ckpt.model_state)
             opt.load_state_dict(ckpt.state["optimizer"])
         except (RuntimeError, ValueError) as err:
             raise ValueError(f"checkpoint in {cfg.checkpoint_dir} (step {ckpt.step}) does not fit this model's parameters "
@@ -381,7 +397,7 @@ def train(
         }
         if ranks.distributed:
             state["rng_ranks"] = rngs
-        save_checkpoint(cfg.checkpoint_dir, p.global_step, model.state_dict(), state, best_state, cfg.keep_checkpoints)
+        save_checkpoint(cfg.checkpoint_dir, p.global_step, _trained_state(model), state, best_state, cfg.keep_checkpoints)
 
     def close_epoch(partial: bool) -> None:
         nonlocal best_state
@@ -479,7 +495,7 @@ def train(
         save()
         close_epoch(partial=True)
     if best_state is not None:
-        model.load_state_dict(best_state)
+        _load_trained(model, best_state)
     return TrainResult(
         history=p.history,
         best_epoch=p.best_epoch,
