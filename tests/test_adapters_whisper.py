@@ -37,11 +37,11 @@ def tokenizer():
     return load_tokenizer(whisper_files(DEFAULT_MODEL).tokenizer)
 
 
-def tiny_whisper(tokenizer) -> WhisperASR:
+def tiny_whisper(tokenizer, context_seconds: float = 2.0) -> WhisperASR:
     from transformers import WhisperForConditionalGeneration
 
     torch.manual_seed(0)
-    config = WhisperASRConfig(dims=DIMS, tokens=asdict(special_tokens(tokenizer, [], [220, 50256], multilingual=False)), context_seconds=2.0)
+    config = WhisperASRConfig(dims=DIMS, tokens=asdict(special_tokens(tokenizer, [], [220, 50256], multilingual=False)), context_seconds=context_seconds)
     return WhisperASR(config, WhisperForConditionalGeneration(hf_config(DIMS)), tokenizer).eval()
 
 

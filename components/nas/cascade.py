@@ -6,8 +6,9 @@
     search(cascade, arch, cascade_loss, train, nas_val, SearchConfig(...), collate_fn=collate, extra=bridge)
 
 The adapter of each module comes from ``adapters`` ({module: {"method": name, field: value}}),
-defaulting to DEFAULT_ADAPTERS. The bridge (ASR states -> MiniLM embeddings) always trains:
-it is the cascade's own glue, tiny, and the target domain moves its input.
+defaulting to DEFAULT_ADAPTERS. The bridge (ASR states -> MiniLM embeddings) is searched like a
+module when ``modules`` names it; otherwise it always trains: it is the cascade's own glue, tiny, and
+the target domain moves its input.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ DEFAULT_ADAPTERS: dict[str, dict] = {
     "se": {"method": "pfeiffer", "target_modules": ["@ffn"], "reduction_factor": 16},  # after the mask projection
     "asr": {"method": "houlsby", "target_modules": ["@attention", "@ffn"], "reduction_factor": 16},
     "nlu": {"method": "pfeiffer", "target_modules": ["@ffn"], "reduction_factor": 16},
+    # the bridge is a bare Linear, adapted from the cascade (its parent): targets are cascade paths
+    "bridge": {"method": "lora", "target_modules": ["bridge"], "r": 8},
 }
 
 
@@ -60,7 +63,10 @@ def attach_cells(
         spec = dict(specs[name])
         config = config_class(spec.pop("method")).from_dict(spec) if "adapter" in candidates else None
         if name not in blocks:
-            cells[name] = ChoiceCell(module, candidates, config)
+            if name == "bridge":  # a Linear cannot wrap itself: its adapter comes from the parent
+                cells[name] = ChoiceCell(module, candidates, config, adapter_root=cascade, adapter_name="nas_bridge")
+            else:
+                cells[name] = ChoiceCell(module, candidates, config)
             setattr(cascade, name, cells[name])
             continue
         for i, (path, block) in enumerate(find_targets(module, ["@layer"])):
@@ -78,8 +84,8 @@ def find_cells(model: nn.Module) -> dict[str, ChoiceCell]:
 
 
 def glue_parameters(cascade: Cascade) -> list[nn.Parameter]:
-    """Parameters that train in every system: the bridge."""
-    return list(cascade.bridge.parameters())
+    """Parameters that train in every system: the bridge, unless it is searched as a cell."""
+    return [] if isinstance(cascade.bridge, ChoiceCell) else list(cascade.bridge.parameters())
 
 
 def cells_config(cascade: Cascade) -> dict | None:

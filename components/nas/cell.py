@@ -28,6 +28,7 @@ from torch import nn
 from torch.func import functional_call
 
 from components.adapters import AdapterConfig, add_adapter
+from components.adapters.base import AdapterLayer
 from components.adapters.inject import adapter_named_parameters, find_targets
 
 CANDIDATES = ("frozen", "adapter", "finetune")
@@ -63,12 +64,14 @@ class ChoiceCell(nn.Module):
             if adapter_root is not None:
                 adapter = _within(adapter_root, base, adapter)
             self.adapter = add_adapter(self._adapter_root[0], adapter, name=adapter_name, tasks=["nas"])
+            if adapter_root is not None:  # the block itself was a target (the bridge, a bare Linear): run its wrapper
+                self.base = next((m for m in adapter_root.modules() if isinstance(m, AdapterLayer) and m.base is base), base)
         self.delta = nn.ParameterDict()
         adapter_ids = {id(p) for p in self.candidate_parameters()["adapter"]}
-        self.weight_names = [n for n, p in base.named_parameters() if id(p) not in adapter_ids]  # the backbone's own
+        self.weight_names = [n for n, p in self.base.named_parameters() if id(p) not in adapter_ids]  # the backbone's own
         if "finetune" in candidates:
             for n in self.weight_names:
-                self.delta[_key(n)] = nn.Parameter(torch.zeros_like(base.get_parameter(n)))
+                self.delta[_key(n)] = nn.Parameter(torch.zeros_like(self.base.get_parameter(n)))
         self.mode = "fixed"
         self.fixed = 0
         self.weights: torch.Tensor | None = None  # (K,), set by the search
