@@ -18,6 +18,7 @@ def nas_pipeline(
     adapters: Optional[dict] = None,
     frozen_cost: float = 0.0,
     blocks: Tuple[str, ...] = (),
+    modules: Tuple[str, ...] = ("se", "asr", "nlu"),
     lambdas: Tuple[float, ...] = (),
     max_trainable_pct: float = 10.0,
     loss_weights: Optional[dict] = None,
@@ -28,6 +29,7 @@ def nas_pipeline(
     ``max_trainable_pct`` (its cascade and architecture) in cascadapt_nas.
 
     ``lambdas``: the penalty weights of the NFA sweep (default: search_config's ``lam``).
+    ``modules``: the cascade's modules that get cells (add "bridge" to search it too; otherwise it always trains).
     ``blocks``: modules searched per layer instead of whole (e.g. [asr, nlu]).
     ``loss_weights``: full fine-tuning's, as baseline_pipeline's (the same settings reuse its cached step)."""
     train, nas_val, test, manifest_path, backbone, _ = target_data(target)
@@ -36,11 +38,11 @@ def nas_pipeline(
     tuned, _ = finetune_full(backbone, train, nas_val, manifest_path, train_config=finetune_train.step_dict(), loss_weights=loss_weights, checkpoint_dir=checkpoint_dir)
     full, _ = evaluate(tuned, test, manifest_path, system="full_finetuning", trained_modules=ALL_MODULES, id="evaluate_full")
 
-    plugged, plugged_arch = fixed_architecture(backbone, choice="adapter", space="NA", adapters=adapters, blocks=blocks)
+    plugged, plugged_arch = fixed_architecture(backbone, choice="adapter", space="NA", adapters=adapters, blocks=blocks, modules=modules)
     plugged, _ = train_architecture(plugged, plugged_arch, train, nas_val, manifest_path, train_config=stage2_train.step_dict(), checkpoint_dir=checkpoint_dir, name="plugging", id="train_plugging")
     plugging, _ = evaluate(plugged, test, manifest_path, system="full_plugging", id="evaluate_plugging")
 
-    na_cascade, na_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NA", adapters=adapters, frozen_cost=frozen_cost, blocks=blocks, checkpoint_dir=checkpoint_dir, id="search_na")
+    na_cascade, na_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NA", adapters=adapters, frozen_cost=frozen_cost, blocks=blocks, modules=modules, checkpoint_dir=checkpoint_dir, id="search_na")
     na_cascade, _ = train_architecture(na_cascade, na_arch, train, nas_val, manifest_path, train_config=stage2_train.step_dict(), checkpoint_dir=checkpoint_dir, name="na_stage2", id="train_na")
     na, _ = evaluate(na_cascade, test, manifest_path, system="NA", id="evaluate_na")
 
@@ -48,7 +50,7 @@ def nas_pipeline(
     for lam in lambdas or (search_config.get("lam", 1.0),):
         tag = f"lam{lam:g}"
         name = tag.replace(".", "_")  # step ids without dots
-        nfa_cascade, nfa_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NFA", adapters=adapters, frozen_cost=frozen_cost, blocks=blocks, lam=lam, checkpoint_dir=checkpoint_dir, id=f"search_nfa_{name}")
+        nfa_cascade, nfa_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NFA", adapters=adapters, frozen_cost=frozen_cost, blocks=blocks, modules=modules, lam=lam, checkpoint_dir=checkpoint_dir, id=f"search_nfa_{name}")
         nfa_one, _ = evaluate(nfa_cascade, test, manifest_path, system=f"NFA_one_stage_{tag}", id=f"evaluate_nfa_one_stage_{name}")
         nfa_cascade, _ = train_architecture(nfa_cascade, nfa_arch, train, nas_val, manifest_path, train_config=stage2_train.step_dict(), checkpoint_dir=checkpoint_dir, name=f"nfa_stage2_{name}", id=f"train_nfa_{name}")
         nfa_two, _ = evaluate(nfa_cascade, test, manifest_path, system=f"NFA_two_stage_{tag}", id=f"evaluate_nfa_two_stage_{name}")

@@ -14,6 +14,7 @@ from zenml.types import HTMLString
 from components.data.dataset import SpeechDataset
 from components.models.cascade import Cascade
 from components.nas import Architecture, SearchConfig, attach_cells
+from components.nas.cascade import SEARCHED_MODULES
 from components.nas.plots import architecture_weights_html, pareto_html
 from components.nas import recipes as nas_recipes
 from steps.results import COLUMNS
@@ -34,18 +35,19 @@ def nas_search(
     blocks: Tuple[str, ...] = (),
     lam: Optional[float] = None,
     checkpoint_dir: Optional[str] = None,
+    modules: Tuple[str, ...] = SEARCHED_MODULES,
 ) -> Tuple[Annotated[Cascade, "searched_cascade"], Annotated[dict, "architecture"], Annotated[HTMLString, "architecture_weights"]]:
-    """Stage 1: first-order DARTS over {frozen, adapter[, fine-tune]} per module (per layer for the modules
-    in ``blocks``); the cascade leaves with the derived architecture fixed and its stage-1 weights (the
+    """Stage 1: first-order DARTS over {frozen, adapter[, fine-tune]} per module of ``modules`` (per layer for
+    those in ``blocks``); the cascade leaves with the derived architecture fixed and its stage-1 weights (the
     one-stage system)."""
     root = Path(manifest_path).parent
     config = SearchConfig(**search_config)
     if lam is not None:  # one point of a lambda sweep
         config.lam = lam
-    settings = {**asdict(config), "space": space, "adapters": adapters, "frozen_cost": frozen_cost, "blocks": list(blocks)}
+    settings = {**asdict(config), "space": space, "adapters": adapters, "frozen_cost": frozen_cost, "blocks": list(blocks), "modules": list(modules)}
     config.checkpoint_dir = checkpoint_folder(checkpoint_dir, f"search_{space.lower()}", settings)
-    arch, result = nas_recipes.search_cascade(cascade, SpeechDataset(train, root), SpeechDataset(nas_val, root), config, space, adapters, frozen_cost, blocks)
-    architecture = {"space": space, "frozen_cost": frozen_cost, "lambda": config.lam, "blocks": list(blocks), **json.loads(arch.to_json(result.history))}
+    arch, result = nas_recipes.search_cascade(cascade, SpeechDataset(train, root), SpeechDataset(nas_val, root), config, space, adapters, frozen_cost, blocks, modules=modules)
+    architecture = {"space": space, "frozen_cost": frozen_cost, "lambda": config.lam, "blocks": list(blocks), "modules": list(modules), **json.loads(arch.to_json(result.history))}
     log_metadata({"architecture": result.architecture, "trainable_fraction": architecture["trainable_fraction"], "search_steps": result.steps,
                   "resumed_from": -1 if result.resumed_from is None else result.resumed_from})
     plot = architecture_weights_html(result.history, arch.names, list(arch.candidates), f"{space} architecture weights (lambda {architecture['lambda']})")
@@ -54,10 +56,11 @@ def nas_search(
 
 @step
 def fixed_architecture(
-    cascade: Cascade, choice: str = "adapter", space: str = "NA", adapters: Optional[dict] = None, blocks: Tuple[str, ...] = ()
+    cascade: Cascade, choice: str = "adapter", space: str = "NA", adapters: Optional[dict] = None, blocks: Tuple[str, ...] = (),
+    modules: Tuple[str, ...] = SEARCHED_MODULES,
 ) -> Tuple[Annotated[Cascade, "plugged_cascade"], Annotated[dict, "architecture"]]:
     """Every module (or block) on one candidate without a search (choice "adapter": the full-plugging baseline)."""
-    cells = attach_cells(cascade, space, adapters, blocks=blocks)
+    cells = attach_cells(cascade, space, adapters, modules, blocks)
     arch = Architecture(cells)
     choices = {name: choice for name in cells}
     arch.fix(choices)

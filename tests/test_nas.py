@@ -318,6 +318,8 @@ def test_block_cells_choose_per_layer_and_round_trip(speech, tmp_path):
     assert {n: c.candidates[c.fixed] for n, c in find_cells(loaded).items()} == choices
     with torch.no_grad():
         torch.testing.assert_close(logits(loaded), expected, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match="are not cascade modules"):
+        attach_cells(Cascade(None, ConformerCTC(ASRConfig(d_model=96, ffn=256, layers=2, heads=4)), build_nlu(labels), labels), "NFA", modules=["asr", "brige"])
     with pytest.raises(ValueError, match="not among the searched modules"):
         attach_cells(Cascade(None, ConformerCTC(ASRConfig(d_model=96, ffn=256, layers=2, heads=4)), build_nlu(labels), labels), "NFA", modules=["asr"], blocks=["nlu"])
 

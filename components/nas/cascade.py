@@ -30,13 +30,14 @@ DEFAULT_ADAPTERS: dict[str, dict] = {
     # the bridge is a bare Linear, adapted from the cascade (its parent): targets are cascade paths
     "bridge": {"method": "lora", "target_modules": ["bridge"], "r": 8},
 }
+SEARCHED_MODULES = ("se", "asr", "nlu")  # the default; "bridge" may join them
 
 
 def attach_cells(
     cascade: Cascade,
     space: str = "NFA",
     adapters: Mapping[str, dict] | None = None,
-    modules: Sequence[str] = ("se", "asr", "nlu"),
+    modules: Sequence[str] = SEARCHED_MODULES,
     blocks: Sequence[str] = (),
 ) -> dict[str, ChoiceCell]:
     """Replace each module by a ChoiceCell over ``SEARCH_SPACES[space]``; returns {name: cell}.
@@ -47,6 +48,8 @@ def attach_cells(
     """
     if space not in SEARCH_SPACES:
         raise ValueError(f"unknown search space {space!r}; use one of {sorted(SEARCH_SPACES)}")
+    if set(modules) - set(DEFAULT_ADAPTERS):
+        raise ValueError(f"modules {sorted(set(modules) - set(DEFAULT_ADAPTERS))} are not cascade modules; use some of {list(DEFAULT_ADAPTERS)}")
     unknown = sorted(set(blocks) - set(modules))
     if unknown:
         raise ValueError(f"blocks {unknown} are not among the searched modules {list(modules)}")

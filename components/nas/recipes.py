@@ -7,7 +7,7 @@ from typing import Sequence
 from components.data.dataset import SpeechDataset, collate
 from components.models.cascade import Cascade, cascade_loss
 from components.nas.architecture import Architecture
-from components.nas.cascade import attach_cells, find_cells, glue_parameters
+from components.nas.cascade import SEARCHED_MODULES, attach_cells, find_cells, glue_parameters
 from components.nas.search import search, train_derived
 from components.training.loop import TrainConfig, TrainResult
 from components.training.recipes import MetricsFn, validation_fn
@@ -15,12 +15,12 @@ from components.training.recipes import MetricsFn, validation_fn
 
 def search_cascade(
     cascade: Cascade, train_ds: SpeechDataset, val_ds: SpeechDataset, search_cfg, space: str = "NFA", adapters: dict | None = None,
-    frozen_cost: float = 0.0, blocks: Sequence[str] = (), on_record=None,
+    frozen_cost: float = 0.0, blocks: Sequence[str] = (), on_record=None, modules: Sequence[str] = SEARCHED_MODULES,
 ):
-    """Stage 1 of the architecture search on the cascade's SE, ASR and NLU (per block for the modules in
-    ``blocks``; loss: cascade_loss; the bridge always trains). Returns (architecture, search result) with
-    the derived choices fixed."""
-    arch = Architecture(attach_cells(cascade, space, adapters, blocks=blocks), frozen_cost=frozen_cost)
+    """Stage 1 of the architecture search on the cascade's ``modules`` (per block for those in ``blocks``;
+    loss: cascade_loss; the bridge always trains unless it is searched). Returns (architecture, search result)
+    with the derived choices fixed."""
+    arch = Architecture(attach_cells(cascade, space, adapters, modules, blocks), frozen_cost=frozen_cost)
     result = search(cascade, arch, cascade_loss, train_ds, val_ds, search_cfg, collate_fn=collate, extra=glue_parameters(cascade), on_record=on_record)
     arch.fix(result.architecture)
     return arch, result
