@@ -4,7 +4,8 @@ Stage 1 (``search``), per train batch:
     weight step   sample an architecture (no gradient to alpha), task loss on the train batch,
                   AdamW on the candidates' parameters (adapters, fine-tune deltas) and ``extra``
     arch step     (after ``warmup_epochs``) sample again, task loss on a nas_val batch +
-                  lambda x expected parameters / full fine-tuning's, Adam on alpha only
+                  lambda x expected parameters / full fine-tuning's, Adam on alpha only (the
+                  weights need no gradient there, so the backward computes none)
 The temperature anneals from tau_max to tau_min over the steps after warm-up. During
 warm-up alpha is uniform, so every candidate's weights get trained before they compete.
 
@@ -158,11 +159,14 @@ def search(
             if step >= warmup:
                 arch_opt.zero_grad(set_to_none=True)
                 arch.sample(tau, cfg.hard)
+                for p in weights:  # alpha's gradient only: the backward skips every weight gradient
+                    p.requires_grad_(False)
                 val_loss = _loss(loss_fn(model, val_batch(step - warmup)))
                 penalty = arch.penalty(cfg.lam)
                 (val_loss + penalty).backward()
+                for p in weights:
+                    p.requires_grad_(True)
                 arch_opt.step()
-                weight_opt.zero_grad(set_to_none=True)  # the arch step's weight gradients are not used
                 record |= {"val_loss": float(val_loss.detach()), "penalty": float(penalty.detach())}
             step += 1
             bar.update(1)
