@@ -32,6 +32,8 @@ CANDIDATES = {
     "hra_linear_r32": lambda: A.HRAConfig(target_modules=["@layer"], r=32),
     "hra_linear_r64": lambda: A.HRAConfig(target_modules=["@layer"], r=64),
     "hra_ffn_r32": lambda: A.HRAConfig(target_modules=["@layer"], r=32, head="ffn", ffn_dim=64),
+    "hra_linear_r32_norm": lambda: A.HRAConfig(target_modules=["@layer"], r=32, input_norm=True),
+    "hra_ffn_r32_norm": lambda: A.HRAConfig(target_modules=["@layer"], r=32, head="ffn", ffn_dim=64, input_norm=True),
 }
 
 

@@ -328,6 +328,19 @@ def test_hra_recurs_over_depth():
     torch.testing.assert_close(residual_of_layer_1(), third, rtol=0, atol=0)
 
 
+def test_hra_input_norm_makes_the_controller_blind_to_the_scale_of_a_layer_output():
+    from components.adapters.hra.layer import IndRNNController
+
+    torch.manual_seed(0)
+    x, h_prev = torch.randn(3, 7, 16), torch.rand(3, 7, 8)
+    normed, plain = IndRNNController(16, 8, input_norm=True), IndRNNController(16, 8)
+    plain.load_state_dict(normed.state_dict())  # no parameters of its own: the same weights load into both
+    torch.testing.assert_close(normed(x * 50.0, h_prev), normed(x, h_prev), rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(plain(x * 50.0, h_prev), plain(x, h_prev))
+    xn = nn.functional.layer_norm(x, (16,))
+    torch.testing.assert_close(normed(x, h_prev), plain(xn, h_prev), rtol=0, atol=0)
+
+
 def test_hra_state_resets_each_pass_and_refuses_out_of_order_layers():
     torch.manual_seed(0)
     model = TwoBranches()

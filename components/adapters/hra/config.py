@@ -29,6 +29,9 @@ class HRAConfig(AdapterConfig):
         "next stack (each decoding step).",
     )
     controller: str = help_field("shared", "'shared': one controller for every stack (the paper); 'per_stack': one controller a stack (the heads stay one a task).")
+    input_norm: bool = help_field(
+        False, "Layer-normalise (no parameters) each layer output before the controller reads it: a residual stream's scale grows with depth and a few of its features dominate W x.",
+    )
 
     def validate(self) -> None:
         super().validate()

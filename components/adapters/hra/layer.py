@@ -39,15 +39,19 @@ from components.adapters.tasks import per_task
 
 
 class IndRNNController(nn.Module):
-    """h = relu(W x + u * h_prev + b): an independently recurrent cell (each unit sees only its own past)."""
+    """h = relu(W x + u * h_prev + b): an independently recurrent cell (each unit sees only its own past).
+    ``input_norm``: x is layer-normalised (no parameters) first."""
 
-    def __init__(self, d: int, r: int) -> None:
+    def __init__(self, d: int, r: int, input_norm: bool = False) -> None:
         super().__init__()
         self.W = nn.Linear(d, r)  # weight W (r, d), bias b (r,)
         # |u| < 1 keeps the state bounded over depth (IndRNN's usual range for short recurrences)
         self.u = nn.Parameter(torch.rand(r))
+        self.input_norm = input_norm
 
     def forward(self, x: torch.Tensor, h_prev: torch.Tensor | None) -> torch.Tensor:
+        if self.input_norm:
+            x = nn.functional.layer_norm(x, x.shape[-1:])
         z = self.W(x)  # (..., r)
         if h_prev is not None:
             z = z + self.u * h_prev
@@ -113,7 +117,7 @@ class HRAMethod(AdapterMethod):
         self.stack = stacks_of([path for path, _ in targets])
         n_controllers = self.stack[-1] + 1 if self.config.controller == "per_stack" else 1
         for s in range(n_controllers):
-            self.shared[self._controller_name(s)] = IndRNNController(self.width, self.config.r)
+            self.shared[self._controller_name(s)] = IndRNNController(self.width, self.config.r, self.config.input_norm)
 
     @staticmethod
     def _controller_name(stack: int) -> str:
