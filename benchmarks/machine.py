@@ -5,6 +5,9 @@ from __future__ import annotations
 import os
 import platform
 import subprocess
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _first_line(cmd: list[str]) -> str | None:
@@ -30,3 +33,8 @@ def describe() -> dict:
         "espeak-ng": _first_line(["espeak-ng", "--version"]),
         "sox": _first_line(["sox", "--version"]),
     }
+
+
+def git_commit() -> str:
+    """The commit the benchmark ran at (HEAD of this checkout)."""
+    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -36,10 +35,6 @@ def newest_runs(n: int) -> list:
     if len(runs) < n:
         raise SystemExit(f"{len(runs)} finished multitask_pipeline run(s) in the local ZenML store, {n} asked for: run configs/multitask.yaml (or another multitask config) first")
     return runs[::-1]
-
-
-def git_commit() -> str:
-    return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip()
 
 
 def _original(step):
@@ -99,7 +94,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/multitask.json"))
     args = parser.parse_args()
     os.environ.setdefault("ZENML_ANALYTICS_OPT_IN", "false")
-    from benchmarks.machine import describe
+    from benchmarks.machine import describe, git_commit
 
     systems, runs, curves, unchanged = {}, [], [], None
     from zenml.client import Client

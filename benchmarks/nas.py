@@ -41,7 +41,7 @@ ERRORS = ("wer", "cer", "nlu_cer")
 ACCURACIES = ("intent_acc", "slu_f1")
 
 
-def step_costs(manifest: Path, repeats: int, blocks: list[str]) -> dict:
+def step_costs(manifest: Path, repeats: int, blocks: list[str], modules: list[str]) -> dict:
     import torch
 
     from benchmarks.cascade_cost import train_batch
@@ -54,7 +54,7 @@ def step_costs(manifest: Path, repeats: int, blocks: list[str]) -> dict:
     batch, _ = train_batch(manifest)
     full = copy.deepcopy(backbone)
     supernet = copy.deepcopy(backbone)
-    arch = Architecture(attach_cells(supernet, "NFA", blocks=blocks))
+    arch = Architecture(attach_cells(supernet, "NFA", modules=modules, blocks=blocks))
     weights = arch.candidate_parameters() + glue_parameters(supernet)
     for p in supernet.parameters():
         p.requires_grad_(False)
@@ -78,11 +78,15 @@ def step_costs(manifest: Path, repeats: int, blocks: list[str]) -> dict:
             if out.requires_grad:
                 out.backward()
                 opts["weights"].step()
-        else:
+        else:  # as the search runs it: gradients to the logits only
             torch.manual_seed(seed)
             opts["arch"].zero_grad(set_to_none=True)
             arch.sample(tau=1.0, hard=True)
+            for p in weights:
+                p.requires_grad_(False)
             (loss(supernet) + arch.penalty(1.0)).backward()
+            for p in weights:
+                p.requires_grad_(True)
             opts["arch"].step()
         return time.perf_counter() - t0
 
@@ -150,13 +154,24 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--manifest", default=str(REPO / "data/target/manifest.jsonl"))
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/nas.json"))
+    parser.add_argument("--steps-only", action="store_true", help="only the step costs (no nas_pipeline run needed), on the search space of --blocks and --modules")
+    parser.add_argument("--blocks", nargs="*", default=["asr", "nlu"])
+    parser.add_argument("--modules", nargs="+", default=["se", "asr", "bridge", "nlu"])
     args = parser.parse_args()
     os.environ.setdefault("ZENML_ANALYTICS_OPT_IN", "false")
     import torch
 
-    from benchmarks.machine import describe
+    from benchmarks.machine import describe, git_commit
 
     torch.set_num_threads(args.threads)
+    if args.steps_only:
+        space = {"blocks": args.blocks, "modules": args.modules}
+        result = {"machine": describe(), "commit": git_commit(), "threads": args.threads, "repeats": args.repeats, "config": space,
+                  "steps": step_costs(Path(args.manifest), args.repeats, args.blocks, args.modules)}
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2, default=str))
+        print(json.dumps(result["steps"], indent=1), f"\nwrote {args.out}")
+        return
     pipeline = pipeline_costs()
     rows = {r["system"]: r for r in pipeline["results"]}
     full, nfa = rows["full_finetuning"], rows[pipeline["selected"]]
@@ -167,7 +182,8 @@ def main() -> None:
         "nfa_within_1_point_nlu_cer": 100 * (nfa["nlu_cer"] - full["nlu_cer"]) <= 1,
         "nfa_cost_le_2x_full": pipeline["nfa_cost_vs_full"] is not None and pipeline["nfa_cost_vs_full"] <= 2,
     }
-    result = {"machine": describe(), "threads": args.threads, "steps": step_costs(Path(args.manifest), args.repeats, pipeline["blocks"]), "pipeline": pipeline, "targets": targets}
+    result = {"machine": describe(), "commit": git_commit(), "threads": args.threads, "pipeline": pipeline, "targets": targets,
+              "steps": step_costs(Path(args.manifest), args.repeats, pipeline["blocks"], pipeline.get("modules", ["se", "asr", "nlu"]))}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps({"steps": result["steps"], "targets": targets, "nfa_cost_vs_full": pipeline["nfa_cost_vs_full"]}, indent=1, default=str))

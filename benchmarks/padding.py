@@ -21,7 +21,6 @@ import json
 import math
 import random
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -30,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.machine import describe  # noqa: E402
+from benchmarks.machine import describe, git_commit  # noqa: E402
 from components import adapters as A  # noqa: E402
 from components.data.dataset import SpeechDataset, collate  # noqa: E402
 from components.data.manifest import read_manifest  # noqa: E402
@@ -158,7 +157,7 @@ def main() -> None:
             row[method]["decode_time_ratio"] = round(row[method]["decode_s_per_clip"] / window[method]["decode_s_per_clip"], 3)
     result = {
         "benchmark": "padding", "machine": describe(),
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip(),
+        "commit": git_commit(),
         "config": {"corpus": str(args.corpus), "train_rows": len(train_rows), "test_rows": len(test_rows), "batch": BATCH, "epochs": 1, "lr": args.lr,
                    "seed": args.seed, "threads": args.threads, "backbone": "whisper-tiny.en", "context_seconds": 10, "methods": args.methods},
         "paddings": rows,

@@ -27,7 +27,6 @@ import copy
 import json
 import random
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -37,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.machine import describe  # noqa: E402
+from benchmarks.machine import describe, git_commit  # noqa: E402
 from components import adapters as A  # noqa: E402
 from components.models.cascade import asr_targets  # noqa: E402
 from components.training.front_cache import FrontCache  # noqa: E402
@@ -181,7 +180,7 @@ def main() -> None:
             "phases_s": {k: round(v, 4) for k, v in m.items() if k != "step"}, "trainable_params": sum(p.numel() for p in s["params"]),
         })
     result = {
-        "benchmark": "step_time", "machine": describe(), "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip(),
+        "benchmark": "step_time", "machine": describe(), "commit": git_commit(),
         "config": {"repeats": args.repeats, "threads": args.threads, "device": str(device), "batch": int(b["noisy"].shape[0]),
                    "clip_seconds": [round(n / 16000, 2) for n in b["lengths"].tolist()], "context_seconds": 10, "backbone": "whisper-tiny.en",
                    "asr_options": cascade.asr.runtime_settings(), "mel_frames": cascade.asr.frames(b["lengths"])},

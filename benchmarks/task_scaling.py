@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.machine import describe  # noqa: E402
+from benchmarks.machine import describe, git_commit  # noqa: E402
 from components import adapters as A  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,7 +100,7 @@ def main() -> None:
     for r in rows:
         r["memory_vs_fewest_tasks"] = round(r["memory_ratio"] / one[r["method"]], 4)
     result = {
-        "benchmark": "task_scaling", "machine": describe(), "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip(),
+        "benchmark": "task_scaling", "machine": describe(), "commit": git_commit(),
         "config": {"backbone": "whisper-tiny.en", "context_seconds": 10, "backbone_bytes": backbone_bytes, "tasks": counts, "threads": args.threads,
                    "methods": {m: make().to_dict() for m, make in METHODS.items()}},
         "rows": rows,

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
@@ -20,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from benchmarks.machine import describe  # noqa: E402
+from benchmarks.machine import describe, git_commit  # noqa: E402
 from benchmarks.padding import batches, common_arguments, score, set_padding, target_rows, train  # noqa: E402
 from components import adapters as A  # noqa: E402
 from components.models.whisper.model import WhisperASR  # noqa: E402
@@ -62,7 +61,7 @@ def main() -> None:
     best = {name: min((r for r in rows if r["candidate"] == name), key=lambda r: r["nas_val_wer"]) for name in args.candidates}
     result = {
         "benchmark": "tune_adapters", "machine": describe(),
-        "commit": subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=REPO).stdout.strip(),
+        "commit": git_commit(),
         "config": {"corpus": str(args.corpus), "train_rows": len(train_rows), "nas_val_rows": len(val_rows), "epochs": 1, "lrs": args.lrs,
                    "margin_seconds": args.margin, "seed": args.seed, "threads": args.threads, "backbone": "whisper-tiny.en"},
         "runs": rows,
