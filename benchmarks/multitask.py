@@ -116,20 +116,21 @@ def main() -> None:
                 systems[record["system"]] = record
         runs.append({"run": run.name, "config": run.config.parameters, "tasks": int(summary["tasks"].max()), "new_task": new_task})
         curves += outputs["parameters_vs_tasks"][0].load().to_dict("records")
-    hra, lora, full = systems[args.hra], systems.get(args.lora), systems.get(args.full)
-    jointly = [t for t in hra["wer_by_task"] if t != runs[-1]["new_task"]]
     frozen = systems.get("frozen", {}).get("wer_by_engine", {})
-    targets = {
-        "hra_vs_lora_params_per_task": lora and lora["params_per_task"] / hra["params_per_task"],
-        "hra_params_4x_fewer": lora and lora["params_per_task"] >= 4 * hra["params_per_task"],
-        "hra_minus_lora_wer_points": lora and 100 * (hra["wer"] - lora["wer"]),
-        "hra_wer_no_worse": lora and hra["wer"] <= lora["wer"],
-        "hra_better_than_lora_on_tasks": lora and f"{sum(hra['wer_by_task'][t] < lora['wer_by_task'][t] for t in jointly)}/{len(jointly)}",
-        "hra_minus_full_finetuning_wer_points": full and 100 * (hra["wer"] - full["wer"]),
-        "systems_above_frozen_on_an_engine": sorted(
-            f"{r['system']}:{e}" for r in systems.values() if r["system"] != "frozen" for e, w in r["wer_by_engine"].items() if e in frozen and w >= frozen[e]
-        ),
-    }
+    targets = {"systems_above_frozen_on_an_engine": sorted(
+        f"{r['system']}:{e}" for r in systems.values() if r["system"] != "frozen" for e, w in r["wer_by_engine"].items() if e in frozen and w >= frozen[e]
+    )}
+    hra, lora, full = systems.get(args.hra), systems.get(args.lora), systems.get(args.full)
+    if hra is not None:  # a run without HRA (e.g. part of the extended config) has only the frozen comparison
+        jointly = [t for t in hra["wer_by_task"] if t != runs[-1]["new_task"]]
+        targets |= {
+            "hra_vs_lora_params_per_task": lora and lora["params_per_task"] / hra["params_per_task"],
+            "hra_params_4x_fewer": lora and lora["params_per_task"] >= 4 * hra["params_per_task"],
+            "hra_minus_lora_wer_points": lora and 100 * (hra["wer"] - lora["wer"]),
+            "hra_wer_no_worse": lora and hra["wer"] <= lora["wer"],
+            "hra_better_than_lora_on_tasks": lora and f"{sum(hra['wer_by_task'][t] < lora['wer_by_task'][t] for t in jointly)}/{len(jointly)}",
+            "hra_minus_full_finetuning_wer_points": full and 100 * (hra["wer"] - full["wer"]),
+        }
     result = {
         "machine": describe(), "commit": git_commit(), "runs": runs, "config": runs[0]["config"] if len(runs) == 1 else [r["config"] for r in runs],
         "systems": list(systems.values()), "parameters_vs_tasks": curves, "old_tasks_unchanged_by_new_head": unchanged, "targets": targets,
