@@ -48,6 +48,7 @@ def step_costs(manifest: Path, repeats: int, blocks: list[str], modules: list[st
     from benchmarks.memory import adamw_state_mib, saved_for_backward_mib
     from components.models.cascade import cascade_loss
     from components.nas import Architecture, attach_cells, glue_parameters
+    from components.nas.search import no_weight_gradients
     from steps.backbones import backbone_artifact
 
     backbone = backbone_artifact("latest").load().train()
@@ -82,11 +83,8 @@ def step_costs(manifest: Path, repeats: int, blocks: list[str], modules: list[st
             torch.manual_seed(seed)
             opts["arch"].zero_grad(set_to_none=True)
             arch.sample(tau=1.0, hard=True)
-            for p in weights:
-                p.requires_grad_(False)
-            (loss(supernet) + arch.penalty(1.0)).backward()
-            for p in weights:
-                p.requires_grad_(True)
+            with no_weight_gradients(weights):
+                (loss(supernet) + arch.penalty(1.0)).backward()
             opts["arch"].step()
         return time.perf_counter() - t0
 
@@ -127,6 +125,8 @@ def fresh_seconds(client, step_name: str, pipelines: tuple[str, ...]) -> float |
 def pipeline_costs() -> dict:
     from zenml.client import Client
 
+    from components.nas.cascade import SEARCHED_MODULES
+
     client = Client()
     nas = client.list_pipeline_runs(pipeline_name="nas_pipeline", sort_by="desc:created", size=1).items[0]
     seconds = {name: fresh_seconds(client, name, ("nas_pipeline",)) for name in nas.steps if name.startswith(("search_", "train_"))}
@@ -144,6 +144,7 @@ def pipeline_costs() -> dict:
                             "search_plus_stage2_seconds": cost, "cost_vs_full": cost / full if full else None}
     point = f"lam{selected['lambda']:g}".replace(".", "_")
     return {"run": nas.name, "step_seconds": seconds, "full_finetuning_seconds": full, "selected": selected["system"], "blocks": selected.get("blocks", []),
+            "modules": selected.get("modules", list(SEARCHED_MODULES)),
             "nfa_search_plus_stage2_seconds": sweep[point]["search_plus_stage2_seconds"], "nfa_cost_vs_full": sweep[point]["cost_vs_full"],
             "results": table, "sweep": sweep, "nfa_architecture": selected["architecture"], "nfa_probabilities": selected["probabilities"]}
 
@@ -156,7 +157,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/nas.json"))
     parser.add_argument("--steps-only", action="store_true", help="only the step costs (no nas_pipeline run needed), on the search space of --blocks and --modules")
     parser.add_argument("--blocks", nargs="*", default=["asr", "nlu"])
-    parser.add_argument("--modules", nargs="+", default=["se", "asr", "bridge", "nlu"])
+    parser.add_argument("--modules", nargs="+", default=["se", "asr", "bridge", "nlu"])  # configs/nas.yaml's space
     args = parser.parse_args()
     os.environ.setdefault("ZENML_ANALYTICS_OPT_IN", "false")
     import torch
@@ -183,7 +184,7 @@ def main() -> None:
         "nfa_cost_le_2x_full": pipeline["nfa_cost_vs_full"] is not None and pipeline["nfa_cost_vs_full"] <= 2,
     }
     result = {"machine": describe(), "commit": git_commit(), "threads": args.threads, "pipeline": pipeline, "targets": targets,
-              "steps": step_costs(Path(args.manifest), args.repeats, pipeline["blocks"], pipeline.get("modules", ["se", "asr", "nlu"]))}
+              "steps": step_costs(Path(args.manifest), args.repeats, pipeline["blocks"], pipeline["modules"])}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2, default=str))
     print(json.dumps({"steps": result["steps"], "targets": targets, "nfa_cost_vs_full": pipeline["nfa_cost_vs_full"]}, indent=1, default=str))

@@ -5,7 +5,7 @@ from zenml import Model, pipeline
 from pipelines.target_data import ALL_MODULES, target_data
 from steps.evaluate import evaluate
 from steps.finetune import finetune_full
-from steps.search import fixed_architecture, nas_results_table, nas_search, train_architecture
+from steps.search import SEARCHED_MODULES, fixed_architecture, nas_results_table, nas_search, train_architecture
 from steps.settings import TargetCorpus, TrainSettings
 
 
@@ -18,7 +18,7 @@ def nas_pipeline(
     adapters: Optional[dict] = None,
     frozen_cost: float = 0.0,
     blocks: Tuple[str, ...] = (),
-    modules: Tuple[str, ...] = ("se", "asr", "nlu"),
+    modules: Tuple[str, ...] = SEARCHED_MODULES,
     lambdas: Tuple[float, ...] = (),
     max_trainable_pct: float = 10.0,
     loss_weights: Optional[dict] = None,

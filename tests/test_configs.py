@@ -32,7 +32,7 @@ from components.models.asr import ASRConfig, ConformerCTC
 from components.models.cascade import Cascade
 from components.models.nlu import NluLabels, build_nlu
 from components.models.se import MaskEnhancer, SEConfig
-from components.nas.cascade import attach_cells
+from components.nas.cascade import SEARCHED_MODULES, attach_cells
 from components.nas.search import SearchConfig
 from components.training.loop import TrainConfig, lr_groups
 
@@ -138,7 +138,7 @@ SEARCH_CASES = [p for p in CONFIGS if {"stage2_train", "search_config"} & set(pa
 def test_search_cells_attach_and_their_lr_scales_name_parameters(path, space, cascades):
     params = parameters(path)
     cascade = copy.deepcopy(cascades[backbone_kind(path)])
-    attach_cells(cascade, space, params.get("adapters"), params.get("modules", ("se", "asr", "nlu")), params.get("blocks", ()))
+    attach_cells(cascade, space, params.get("adapters"), params.get("modules", SEARCHED_MODULES), params.get("blocks", ()))
     named = list(cascade.named_parameters())
     for key in ("stage2_train", "train_config", "update_config"):
         if key in params:

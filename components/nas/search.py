@@ -22,6 +22,7 @@ parameters (and ``extra``) train, with the shared training loop (checkpoints, ea
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,6 +69,19 @@ class SearchResult:
 
 
 LossFn = Callable[[nn.Module, Any], Any]
+
+
+@contextmanager
+def no_weight_gradients(weights: Iterable[nn.Parameter]):
+    """An architecture step: alpha's gradient only, so the backward computes no weight gradient."""
+    weights = list(weights)
+    for p in weights:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in weights:
+            p.requires_grad_(True)
 
 
 def _loss(out: Any) -> torch.Tensor:
@@ -159,13 +173,10 @@ def search(
             if step >= warmup:
                 arch_opt.zero_grad(set_to_none=True)
                 arch.sample(tau, cfg.hard)
-                for p in weights:  # alpha's gradient only: the backward skips every weight gradient
-                    p.requires_grad_(False)
-                val_loss = _loss(loss_fn(model, val_batch(step - warmup)))
-                penalty = arch.penalty(cfg.lam)
-                (val_loss + penalty).backward()
-                for p in weights:
-                    p.requires_grad_(True)
+                with no_weight_gradients(weights):
+                    val_loss = _loss(loss_fn(model, val_batch(step - warmup)))
+                    penalty = arch.penalty(cfg.lam)
+                    (val_loss + penalty).backward()
                 arch_opt.step()
                 record |= {"val_loss": float(val_loss.detach()), "penalty": float(penalty.detach())}
             step += 1
