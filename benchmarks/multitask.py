@@ -8,7 +8,8 @@ against the issue's targets.
 ``systems``: one record a system with ``system``, ``wer`` (mean over the jointly trained tasks),
 ``wer_by_engine`` (the mean over those tasks of each TTS engine), ``wer_by_task``, ``params_per_task``,
 ``shared_params``, ``seconds_per_step`` (training only), ``step_time_ratio`` (that against per-task full
-fine-tuning's, same run), ``minutes`` (its training, new-task and evaluation steps). Targets: HRA at least
+fine-tuning's, same run), ``minutes`` (its training, new-task and evaluation steps), ``convergence`` (epochs,
+best epoch, best and last validation loss, last training loss; joint training only). Targets: HRA at least
 4x fewer parameters a task than LoRA at a WER no worse, and lower WER on at least 12 of 16 tasks (here:
 3/4 of the tasks); within 1 WER point of full fine-tuning; every adapted system below frozen on every
 engine family; the new task's head leaves the old tasks bit-identical.
@@ -53,11 +54,15 @@ def _seconds(step) -> float:
 
 def system_records(run, summary, scores, new_task: str) -> list[dict]:
     """The issue's record a system (see the module docstring)."""
-    seconds_per_step = {}
+    seconds_per_step, convergence = {}, {}
     for name, step in run.steps.items():
         if name.startswith("train_"):
             meta = dict(_original(step).run_metadata)
             system = name[len("train_"):]
+            last = meta.get(f"{system}_last_epoch")
+            if last:  # joint training (full fine-tuning per task logs epochs per task only)
+                convergence[system] = {"epochs": meta.get(f"{system}_epochs"), "best_epoch": meta.get(f"{system}_best_epoch"),
+                                       "best_val_loss": meta.get(f"{system}_best_val"), "last_val_loss": last.get("val_loss"), "last_train_loss": last.get("train_loss")}
             steps = meta.get("steps", meta.get(f"{system}_steps"))
             train_s = meta.get("train_seconds", meta.get(f"{system}_train_seconds"))
             if steps and train_s:
@@ -79,6 +84,7 @@ def system_records(run, summary, scores, new_task: str) -> list[dict]:
             "seconds_per_step": round(seconds_per_step[base], 3) if base in seconds_per_step else None,
             "step_time_ratio": round(seconds_per_step[base] / full, 3) if full and base in seconds_per_step else None,
             "minutes": round(minutes / 60, 2),
+            "convergence": convergence.get(base),
         })
     return records
 
