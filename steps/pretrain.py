@@ -90,7 +90,10 @@ def pretrain_nlu(
 def pretrain_bridge(
     cascade: Cascade, train: pd.DataFrame, nas_val: pd.DataFrame, manifest_path: str, train_config: dict, checkpoint_dir: Optional[str] = None
 ) -> Tuple[Annotated[Cascade, ArtifactConfig(name="pretrained_cascade", artifact_type=ArtifactType.MODEL)], Annotated[HTMLString, "bridge_curves"]]:
-    """ASR states -> MiniLM input embeddings, from transcripts alone; the finished backbones."""
+    """ASR states -> MiniLM input embeddings, from transcripts alone; the finished backbones. The residual
+    bridge (the default) starts at zero, as the text mode, and learns from the NLU loss on the target domain."""
+    if cascade.bridge_input == "residual":
+        return cascade, HTMLString("<p>residual bridge: starts at zero (e2e = the text mode on the greedy 1-best); nothing to pre-train</p>")
     tr, va = _speech(train, nas_val, manifest_path)
     curves = train_and_log("bridge", lambda cb: recipes.train_bridge(cascade, tr, va, make_train_config(train_config, checkpoint_dir, "bridge"), cb))
     return cascade, curves

@@ -14,7 +14,7 @@ from components.models.asr import ASRConfig, ConformerCTC
 from components.cascade_files import load_cascade, save_cascade
 from components.models.asr import hypothesis_words
 from components.models.cascade import Cascade, align_tags, cascade_loss, pool_words, slurp_pieces, tags_from_fillers
-from components.models.nlu import NluLabels, build_nlu
+from components.models.nlu import NluLabels, build_nlu, encode_texts
 from components.models.se import MaskEnhancer
 from components.models.text import CharVocab
 
@@ -61,14 +61,37 @@ def test_tags_transfer_through_alignment():
     assert align_tags("wake me up at eleven am to morrow".split(), ref, ref_tags)[4:6] == ["B-time", "I-time"]
 
 
-def test_nlu_loss_reaches_every_module(cascade, batch):
-    cascade.zero_grad()
-    loss, parts = cascade_loss(cascade, batch, {"asr": 0.0, "se": 0.0})
+@pytest.mark.parametrize("bridge_input", ["residual", "layer_norm"])
+def test_nlu_loss_reaches_every_module(cascade, batch, bridge_input):
+    model = Cascade(cascade.se, cascade.asr, cascade.nlu, cascade.labels, bridge_input=bridge_input)
+    if bridge_input == "residual":  # zero at the start: the NLU loss reaches the bridge, and through it once it is not zero
+        model.zero_grad()
+        cascade_loss(model, batch, {"asr": 0.0, "se": 0.0})[0].backward()
+        assert model.bridge.weight.grad.abs().sum() > 0 and all(p.grad is None or not p.grad.any() for p in model.asr.parameters())
+        torch.nn.init.normal_(model.bridge.weight, std=0.01)
+    model.zero_grad()
+    loss, parts = cascade_loss(model, batch, {"asr": 0.0, "se": 0.0})
     loss.backward()
     assert set(parts) == {"nlu"}
     for name in ("se", "asr", "bridge", "nlu"):
-        grads = [p.grad for p in getattr(cascade, name).parameters() if p.requires_grad and p.grad is not None]
+        grads = [p.grad for p in getattr(model, name).parameters() if p.requires_grad and p.grad is not None]
         assert grads and sum(float(g.abs().sum()) for g in grads) > 0, f"no NLU gradient reached {name}"
+
+
+def test_residual_bridge_starts_as_the_text_mode_and_learns_from_the_acoustics(cascade, batch):
+    """At zero the e2e path is the text path on the greedy 1-best, to the logit; a non-zero bridge changes it."""
+    from components.models.nlu import load_tokenizer
+
+    model = Cascade(None, cascade.asr, cascade.nlu, cascade.labels).eval()
+    assert model.bridge_input == "residual"
+    with torch.no_grad():
+        out = model(batch["noisy"], batch["lengths"])
+        text = model.nlu(**encode_texts(load_tokenizer(), [w or ["<empty>"] for w in out["words"]]))
+        assert torch.equal(out["nlu"]["scenario_logits"], text["scenario_logits"]) and torch.equal(out["nlu"]["tag_logits"], text["tag_logits"])
+        e2e = model.predict(batch["noisy"], batch["lengths"], batch["meta"], mode="e2e")
+        assert e2e == model.predict(batch["noisy"], batch["lengths"], batch["meta"], mode="text", tokenizer=load_tokenizer())
+        torch.nn.init.normal_(model.bridge.weight, std=0.05)
+        assert not torch.allclose(model(batch["noisy"], batch["lengths"])["nlu"]["scenario_logits"], text["scenario_logits"])
 
 
 def test_both_modes_predict_slurp_records(cascade, batch, tmp_path):
@@ -88,7 +111,7 @@ def test_save_load_round_trip(cascade, batch, tmp_path):
     cascade.eval()
     save_cascade(cascade, tmp_path / "model")
     config = json.loads((tmp_path / "model/cascade.json").read_text())
-    assert config["format"] == "cascadapt-cascade/3" and config["asr"]["kind"] == "conformer_ctc" and config["bridge_input"] == "layer_norm"
+    assert config["format"] == "cascadapt-cascade/3" and config["asr"]["kind"] == "conformer_ctc" and config["bridge_input"] == "residual"
     assert not list(tmp_path.rglob("*.pt")) and not list(tmp_path.rglob("*.bin"))
     loaded = load_cascade(tmp_path / "model")
     with torch.no_grad():

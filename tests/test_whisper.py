@@ -393,6 +393,7 @@ def test_whisper_cascade_losses_reach_every_module(asr, synth):
     torch.manual_seed(0)
     labels = NluLabels.from_label_set()
     cascade = Cascade(MaskEnhancer(), copy.deepcopy(asr), build_nlu(labels), labels).train()
+    torch.nn.init.normal_(cascade.bridge.weight, std=0.01)  # a residual bridge that has learnt something (it starts at zero)
     df, root = synth
     batch = collate([SpeechDataset(df.iloc[:3], root)[i] for i in range(3)])
     loss, parts = cascade_loss(cascade, batch, {"asr": 0.0, "se": 0.0})

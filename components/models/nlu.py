@@ -195,21 +195,22 @@ class NluModel(nn.Module):
         input_ids: torch.Tensor | None = None,  # (B, L) word pieces, [CLS] ... [SEP] pad
         attention_mask: torch.Tensor | None = None,  # (B, L) 1 = real piece
         word_index: torch.Tensor | None = None,  # (B, W) position in L of each word's first piece
-        inputs_embeds: torch.Tensor | None = None,  # (B, W, H) one vector per word (cascade)
+        inputs_embeds: torch.Tensor | None = None,  # (B, W, H) one vector per word, or (B, L, H) per piece with word_index
         word_mask: torch.Tensor | None = None,  # (B, W) 1 = real word
         add_special_tokens: bool = False,  # embedding mode only: wrap words in [CLS] ... [SEP]
     ) -> dict[str, torch.Tensor]:
         if (input_ids is None) == (inputs_embeds is None):
             raise ValueError("give exactly one of input_ids (text mode) or inputs_embeds (embedding mode)")
-        if input_ids is not None:
-            if word_index is None:
-                raise ValueError("text mode needs word_index (B, W): the first sub-token of each word")
+        if input_ids is not None and word_index is None:
+            raise ValueError("text mode needs word_index (B, W): the first sub-token of each word")
+        if word_index is not None:  # word pieces: input_ids, or their input embeddings (the residual bridge)
+            pieces = input_ids if input_ids is not None else inputs_embeds[..., 0]  # (B, L)
             if attention_mask is None:
-                attention_mask = torch.ones_like(input_ids)
+                attention_mask = torch.ones_like(pieces, dtype=torch.long)
             if word_mask is None:
                 # position 0 is [CLS], never a word's first piece: encode_texts pads word_index with 0
                 word_mask = word_index > 0
-            hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
+            hidden = self.encoder(input_ids=input_ids, inputs_embeds=inputs_embeds, attention_mask=attention_mask).last_hidden_state  # (B, L, H)
             index = word_index.long().unsqueeze(-1).expand(-1, -1, hidden.size(-1))  # (B, W, H)
             word_states = hidden.gather(1, index)  # (B, W, H)
         else:
@@ -305,27 +306,32 @@ def split_words(text: str) -> list[str]:
     return words
 
 
-def encode_texts(tokenizer, word_lists: Sequence[Sequence[str]], max_words: int = 64) -> dict[str, torch.Tensor]:
+def encode_texts(tokenizer, word_lists: Sequence[Sequence[str]], max_words: int = 64, piece_words: bool = False) -> dict[str, torch.Tensor]:
     """Tokenize pre-split sentences: input_ids/attention_mask (B, L), word_index/word_mask (B, W).
 
     W = the longest sentence (at most ``max_words``; longer ones are cut).
     ``word_index[b, w]`` is the position of word w's first piece; padding words
     (and any word that yields no piece) get index 0 ([CLS]) and mask False.
+    ``piece_words``: also piece_word (B, L), the word each piece belongs to (-1: [CLS], [SEP], padding).
     """
     words = [list(ws)[:max_words] for ws in word_lists]
     enc = tokenizer(words, is_split_into_words=True, padding=True, truncation=True, return_tensors="pt")
     W = max((len(ws) for ws in words), default=0)
     word_index = torch.zeros(len(words), W, dtype=torch.long)
+    piece_word = torch.full(enc["input_ids"].shape, -1, dtype=torch.long)
     for b in range(len(words)):
         for pos, wid in enumerate(enc.word_ids(b)):
-            if wid is not None and word_index[b, wid] == 0:
-                word_index[b, wid] = pos
-    return {
+            if wid is not None:
+                piece_word[b, pos] = wid
+                if word_index[b, wid] == 0:
+                    word_index[b, wid] = pos
+    out = {
         "input_ids": enc["input_ids"],
         "attention_mask": enc["attention_mask"],
         "word_index": word_index,
         "word_mask": word_index > 0,
     }
+    return out | {"piece_word": piece_word} if piece_words else out
 
 
 # --------------------------------------------------------------------------- targets and loss
