@@ -4,6 +4,7 @@ from zenml import Model, pipeline
 
 from steps.data_version import tracked_data_version
 from steps.ingest import ingest
+from steps.settings import BridgeInput
 from steps.pretrain import init_cascade, pretrain_asr, pretrain_asr_enhanced, pretrain_bridge, pretrain_nlu, pretrain_se
 from steps.split import fit_to_backbone, split_corpus
 from steps.validate import validate_corpus
@@ -18,8 +19,9 @@ def pretrain_pipeline(
     se_train: dict,
     asr_train: dict,
     nlu_train: dict,
-    bridge_train: dict,
+    bridge_train: Optional[dict] = None,
     asr_enhanced_train: Optional[dict] = None,
+    bridge_input: BridgeInput = "residual",
     corpus_name: str = "source",
     voices: str = "source",
     snrs: Tuple[float, ...] = (0.0, 5.0, 10.0, 20.0),
@@ -28,11 +30,14 @@ def pretrain_pipeline(
     data_root: str = ".",
     checkpoint_dir: Optional[str] = "~/.cache/cascadapt/checkpoints/pretrain",
 ) -> None:
-    """source corpus -> validate -> split -> SE -> ASR -> ASR on enhanced noisy audio (optional) -> NLU (gold text) -> bridge; a new cascadapt_backbones version."""
+    """source corpus -> validate -> split -> SE -> ASR -> ASR on enhanced noisy audio (optional) -> NLU (gold text) -> bridge; a new cascadapt_backbones version.
+
+    ``bridge_input``: "residual" (the default: zero at the start, nothing to pre-train) or "layer_norm" (a word
+    vector from the ASR states, pre-trained with ``bridge_train``); components/models/cascade.py."""
     md5 = tracked_data_version(data_root=data_root)
     manifest, manifest_path, _ = ingest(md5, slurp_jsonl=source_text, corpus_name=corpus_name, data_root=data_root, voices=voices, snrs=snrs, limit=limit, seed=seed)
     _, summary = validate_corpus(manifest_path, allow_unlabelled=True)
-    cascade = init_cascade(asr=asr, se=se, seed=seed)
+    cascade = init_cascade(asr=asr, se=se, seed=seed, bridge_input=bridge_input)
     train, nas_val, _ = fit_to_backbone(cascade, *split_corpus(manifest, summary))
     cascade, _ = pretrain_se(cascade, train, nas_val, manifest_path, train_config=se_train, checkpoint_dir=checkpoint_dir)
     cascade, _ = pretrain_asr(cascade, train, nas_val, manifest_path, train_config=asr_train, checkpoint_dir=checkpoint_dir)

@@ -33,13 +33,13 @@ def _speech(train: pd.DataFrame, nas_val: pd.DataFrame, manifest_path: str) -> t
 
 
 @step
-def init_cascade(asr: dict, se: dict, use_se: bool = True, seed: int = 0) -> Annotated[Cascade, "cascade_init"]:
+def init_cascade(asr: dict, se: dict, use_se: bool = True, seed: int = 0, bridge_input: str = "residual") -> Annotated[Cascade, "cascade_init"]:
     """A fresh cascade: random SE, the ASR backbone ``asr`` names ({"kind": "whisper", "source": ...} loads
     pre-trained Whisper; {"kind": "conformer_ctc", ...sizes} is a fresh Conformer-CTC), the pre-trained
     MiniLM with fresh heads over SLURP's labels."""
     torch.manual_seed(seed)
     labels = NluLabels.from_label_set()
-    return Cascade(MaskEnhancer(SEConfig(**se)) if use_se else None, build_backbone(asr), build_nlu(labels), labels)
+    return Cascade(MaskEnhancer(SEConfig(**se)) if use_se else None, build_backbone(asr), build_nlu(labels), labels, bridge_input=bridge_input)
 
 
 @step
@@ -88,12 +88,14 @@ def pretrain_nlu(
 
 @step
 def pretrain_bridge(
-    cascade: Cascade, train: pd.DataFrame, nas_val: pd.DataFrame, manifest_path: str, train_config: dict, checkpoint_dir: Optional[str] = None
+    cascade: Cascade, train: pd.DataFrame, nas_val: pd.DataFrame, manifest_path: str, train_config: Optional[dict] = None, checkpoint_dir: Optional[str] = None
 ) -> Tuple[Annotated[Cascade, ArtifactConfig(name="pretrained_cascade", artifact_type=ArtifactType.MODEL)], Annotated[HTMLString, "bridge_curves"]]:
     """ASR states -> MiniLM input embeddings, from transcripts alone; the finished backbones. The residual
     bridge (the default) starts at zero, as the text mode, and learns from the NLU loss on the target domain."""
     if cascade.bridge_input == "residual":
         return cascade, HTMLString("<p>residual bridge: starts at zero (e2e = the text mode on the greedy 1-best); nothing to pre-train</p>")
+    if train_config is None:
+        raise ValueError(f"the {cascade.bridge_input!r} bridge is pre-trained: give the pretrain pipeline bridge_train")
     tr, va = _speech(train, nas_val, manifest_path)
     curves = train_and_log("bridge", lambda cb: recipes.train_bridge(cascade, tr, va, make_train_config(train_config, checkpoint_dir, "bridge"), cb))
     return cascade, curves

@@ -50,6 +50,7 @@ def _train_settings() -> type[Settings]:
 
 TrainSettings = _train_settings()
 NewTaskVariant = Literal["head", "mhr_z", "mhr_mu"]
+BridgeInput = Literal["residual", "layer_norm"]  # components.models.cascade.BRIDGE_INPUTS that a new cascade may take
 
 
 class MethodSpec(Settings):

@@ -22,12 +22,16 @@ TINY = ASRConfig(d_model=96, ffn=256, layers=2, heads=4, dropout=0.0)
 
 
 @pytest.fixture(scope="module")
-def batch(slurp_jsonl, tmp_path_factory):
+def clips(slurp_jsonl, tmp_path_factory):
     out = tmp_path_factory.mktemp("cascade")
     records = [r for r in read_slurp(slurp_jsonl) if r.entities][:3]
     manifest = build_corpus(records, out, CorpusConfig([Speaker("espeak-ng", "en-us")], snrs=[10.0], noise_kinds=["pink"], workers=2), progress=False)
-    ds = SpeechDataset(read_manifest(manifest), out)
-    return collate([ds[i] for i in range(len(ds))])
+    return SpeechDataset(read_manifest(manifest), out)
+
+
+@pytest.fixture(scope="module")
+def batch(clips):
+    return collate([clips[i] for i in range(len(clips))])
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +109,18 @@ def test_both_modes_predict_slurp_records(cascade, batch, tmp_path):
             assert f"{pred.scenario}_{pred.action}" in cascade.labels.intents and isinstance(transcript, str)
     with pytest.raises(ValueError, match="unknown cascade mode"):
         cascade.predict(batch["noisy"], batch["lengths"], batch["meta"], mode="nope")
+
+
+def test_per_word_bridge_pretrains_from_transcripts_alone(cascade, clips):
+    """The layer_norm bridge learns to map pooled states to MiniLM's word embeddings; nothing else moves."""
+    from components.training.loop import TrainConfig
+    from components.training.recipes import train_bridge
+
+    model = Cascade(None, cascade.asr, cascade.nlu, cascade.labels, bridge_input="layer_norm")
+    bridge, others = model.bridge.weight.detach().clone(), [p.detach().clone() for p in model.nlu.parameters()]
+    result = train_bridge(model, clips, clips, TrainConfig(max_epochs=2, batch_size=3, lr=0.01, progress=False))
+    assert not torch.equal(model.bridge.weight, bridge) and all(torch.equal(a, b) for a, b in zip(others, model.nlu.parameters()))
+    assert result.history[-1]["val_loss"] < result.history[0]["val_loss"]
 
 
 def test_save_load_round_trip(cascade, batch, tmp_path):

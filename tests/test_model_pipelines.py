@@ -36,7 +36,6 @@ parameters:
   asr_train: {{max_epochs: 1, batch_size: 8, progress: false}}
   asr_enhanced_train: {{max_epochs: 1, batch_size: 8, progress: false}}
   nlu_train: {{max_epochs: 1, batch_size: 16, lr: 0.00005, progress: false}}
-  bridge_train: {{max_epochs: 1, batch_size: 8, progress: false}}
 """
 BASELINES = """
 parameters:
