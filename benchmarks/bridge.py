@@ -26,24 +26,9 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import describe, git_commit  # noqa: E402
+from benchmarks.runs import newest_target_run  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-TARGET_PIPELINES = ("multitask_pipeline", "baseline_pipeline", "nas_pipeline")
-
-
-def newest_target_run():
-    """The newest finished run that split the target corpus for a backbone."""
-    from zenml.client import Client
-
-    runs = [
-        r
-        for name in TARGET_PIPELINES
-        for r in Client().list_pipeline_runs(pipeline_name=name, sort_by="desc:created", size=5).items
-        if r.status == "completed" and "fit_to_backbone" in r.steps
-    ]
-    if not runs:
-        raise SystemExit(f"no finished {' / '.join(TARGET_PIPELINES)} run in the local ZenML store: run one on the target corpus first")
-    return max(runs, key=lambda r: r.created)
 
 
 def with_bridge(cascade, bridge_input: str):

@@ -1,0 +1,21 @@
+"""Runs in the local ZenML store that benchmarks start from."""
+
+from __future__ import annotations
+
+TARGET_PIPELINES = ("multitask_pipeline", "baseline_pipeline", "nas_pipeline")
+
+
+def newest_target_run():
+    """The newest finished run that split the target corpus for a backbone (its fit_to_backbone step holds
+    the train / nas_val / test splits, and the backbone as that step's input ``cascade``)."""
+    from zenml.client import Client
+
+    runs = [
+        r
+        for name in TARGET_PIPELINES
+        for r in Client().list_pipeline_runs(pipeline_name=name, sort_by="desc:created", size=5).items
+        if r.status == "completed" and "fit_to_backbone" in r.steps
+    ]
+    if not runs:
+        raise SystemExit(f"no finished {' / '.join(TARGET_PIPELINES)} run in the local ZenML store: run one on the target corpus first")
+    return max(runs, key=lambda r: r.created)
