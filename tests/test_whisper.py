@@ -76,7 +76,7 @@ def test_greedy_decoding_matches_ctranslate2_on_real_and_synthesized_speech(asr,
         theirs = reference.generate(ctranslate2.StorageView.from_array(feats), [asr.tokens.prompt], beam_size=1, suppress_blank=True)[0].sequences_ids[0]
         with torch.no_grad():
             enc = asr.encode_features(torch.from_numpy(feats))
-            ours = greedy_decode(asr.whisper, enc, asr.tokens, [448 - len(asr.tokens.prompt)], max_repeats=None)[0]
+            ours = greedy_decode(asr.whisper, enc, asr.tokens, [448 - len(asr.tokens.prompt)], max_repeats=None)[0][0]
         same += ours == theirs
     assert len(clips) >= 30
     assert same / len(clips) >= 0.98, f"{same} of {len(clips)} clips decode to CTranslate2's tokens"

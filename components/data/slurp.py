@@ -179,6 +179,11 @@ class Prediction:
     def intent(self) -> str:
         return f"{self.scenario}_{self.action}"
 
+    @property
+    def no_speech(self) -> bool:
+        """No intent: the recogniser heard nobody speak (an NLU always names a scenario and an action)."""
+        return not self.scenario and not self.action
+
 
 def gold_prediction(rec: SlurpRecord, file: str | None = None) -> Prediction:
     """The reference of a record in prediction form (what a perfect system outputs)."""

@@ -7,6 +7,7 @@
       out["lengths"]  (B,)         valid states per row
       out["words"]    B lists of (word, start, end): the 1-best words, each over states [start, end)
       out["texts"]    B strings: the 1-best as the model writes it (Whisper: cased, punctuated)
+      out["speech"]   optional, B bools: False where the recogniser heard nobody (its words are then empty)
       ... and what the backbone's own loss reads (CTC logits, teacher-forced token logits)
     loss = asr.loss(out, targets, target_lengths)                # scalar: the ASR training loss
     asr.config                                                   # a dataclass with ``kind``

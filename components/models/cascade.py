@@ -201,8 +201,11 @@ class Cascade(nn.Module):
         else:
             raise ValueError(f"unknown cascade mode {mode!r}; use 'e2e' or 'text'")
         decoded = decode(nlu_out, [w or ["<empty>"] for w in words], self.labels)
+        speech = out["asr"].get("speech") or [True] * len(meta)  # an ASR that hears nobody: no transcript, no intent
         results = []
-        for (scenario, action, entities), hyp, m in zip(decoded, words, meta):
+        for (scenario, action, entities), hyp, m, spoken in zip(decoded, words, meta, speech):
+            if not spoken:
+                scenario, action, entities, hyp = "", "", [], []
             transcript = " ".join(hyp).replace(" '", "'").replace(" n't", "n't")
             pred = Prediction(file=m["utt_id"], scenario=scenario, action=action, entities=tuple(entities), slurp_id=int(m["slurp_id"]))
             results.append((pred, transcript))

@@ -1,6 +1,8 @@
 """Greedy decoding of a transformers Whisper decoder with a KV cache, guarded against loops.
 
     prompt (P,) --decoder step by step, argmax--> tokens until <|endoftext|>
+    and, from the first step, each row's <|nospeech|> probability at <|startoftranscript|> (as OpenAI's
+    decoder reads it): how sure Whisper is that nobody spoke
 
 Guards (both off for the parity check against CTranslate2, on by default in the backbone):
 - ``max_new``: a per-row token cap, from the clip's duration (a 2 s command has no business with 448 tokens);
@@ -34,8 +36,9 @@ def cut_repetition(ids: list[int], max_repeats: int) -> list[int] | None:
 @torch.no_grad()
 def greedy_decode(
     whisper, encoder_states: torch.Tensor, tokens: SpecialTokens, max_new: list[int], max_repeats: int | None = None
-) -> list[list[int]]:
-    """encoder_states (B, T', d) -> B token lists (no prompt, no end of text).
+) -> tuple[list[list[int]], list[float] | None]:
+    """encoder_states (B, T', d) -> (B token lists (no prompt, no end of text), B <|nospeech|> probabilities,
+    or None when the vocabulary has no such token).
 
     ``whisper``: a WhisperForConditionalGeneration; its decoder runs one token a step on the cache."""
     B, device = encoder_states.shape[0], encoder_states.device
@@ -44,12 +47,14 @@ def greedy_decode(
     begin = torch.tensor(tokens.suppress_at_begin, dtype=torch.long, device=device)
     out: list[list[int]] = [[] for _ in range(B)]
     done = [n <= 0 for n in max_new]
-    inputs, cache = prompt, None
+    inputs, cache, no_speech = prompt, None, None
     for step in range(max(max_new, default=0)):
         if all(done):
             break
         dec = whisper.model.decoder(input_ids=inputs, encoder_hidden_states=encoder_states, past_key_values=cache, use_cache=True)
         cache = dec.past_key_values
+        if step == 0 and tokens.no_speech is not None:  # the prompt's first position is <|startoftranscript|>
+            no_speech = whisper.proj_out(dec.last_hidden_state[:, 0]).float().softmax(-1)[:, tokens.no_speech].tolist()
         logits = whisper.proj_out(dec.last_hidden_state[:, -1]).float()  # (B, V)
         logits[:, suppress] = float("-inf")
         if step == 0:
@@ -67,4 +72,4 @@ def greedy_decode(
             elif len(out[b]) >= max_new[b]:
                 done[b] = True
         inputs = torch.tensor([[tokens.eot if done[b] else best[b]] for b in range(B)], device=device)
-    return out
+    return out, no_speech

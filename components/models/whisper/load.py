@@ -56,6 +56,7 @@ class SpecialTokens:
     eot: int
     suppress: list[int] = field(default_factory=list)  # never
     suppress_at_begin: list[int] = field(default_factory=list)  # not as the first token (blank, end of text)
+    no_speech: int | None = None  # <|nospeech|> (<|nocaptions|> in older vocabularies); None: cascades saved before it
 
 
 def _package_dir(module: str) -> Path | None:
@@ -123,7 +124,16 @@ def load_tokenizer(path: Path):
 def special_tokens(tokenizer, suppress: list[int], suppress_at_begin: list[int], multilingual: bool) -> SpecialTokens:
     ids = tokenizer.convert_tokens_to_ids
     prompt = [ids("<|startoftranscript|>")] + ([ids("<|en|>"), ids("<|transcribe|>")] if multilingual else []) + [ids("<|notimestamps|>")]
-    return SpecialTokens(prompt=prompt, eot=ids("<|endoftext|>"), suppress=list(suppress), suppress_at_begin=list(suppress_at_begin))
+    return SpecialTokens(prompt=prompt, eot=ids("<|endoftext|>"), suppress=list(suppress), suppress_at_begin=list(suppress_at_begin), no_speech=no_speech_id(tokenizer))
+
+
+def no_speech_id(tokenizer) -> int | None:
+    """The id of Whisper's no-speech token: <|nospeech|>, called <|nocaptions|> in the English-only vocabularies."""
+    for name in ("<|nospeech|>", "<|nocaptions|>"):
+        token = tokenizer.convert_tokens_to_ids(name)
+        if token is not None and token != tokenizer.unk_token_id:
+            return token
+    return None
 
 
 def hf_config(dims: dict):

@@ -25,7 +25,7 @@ from torch.nn.utils.rnn import pad_sequence
 from components.models.backbone import ASRBackbone, register_backbone
 from components.models.whisper.decode import greedy_decode
 from components.models.whisper.features import FRAMES_PER_SECOND, HOP, WhisperLogMel, frames_for
-from components.models.whisper.load import DEFAULT_MODEL, SpecialTokens, export_hf, hf_config, load_tokenizer, load_whisper
+from components.models.whisper.load import DEFAULT_MODEL, SpecialTokens, export_hf, hf_config, load_tokenizer, load_whisper, no_speech_id
 from components.models.whisper.text import slurp_style
 
 TOKENIZER_FILE = "asr_tokenizer.json"
@@ -43,6 +43,7 @@ class WhisperASRConfig:
     margin_seconds: float = 0.0  # with pad_to "longest": this much silence after the longest clip (within the window)
     max_tokens_per_second: float = 8.0  # decoding cap: 8 tokens a second of audio, plus 8
     max_repeats: int | None = 3  # stop when an n-gram comes a 4th time in a row (None: never)
+    no_speech_threshold: float | None = None  # a row whose <|nospeech|> probability is above it has no words (None: never)
     dims: dict = field(default_factory=dict)  # transformers WhisperConfig sizes
     tokens: dict = field(default_factory=dict)  # SpecialTokens as a dict
 
@@ -53,6 +54,8 @@ class WhisperASRConfig:
             raise ValueError(f"margin_seconds must be >= 0, got {self.margin_seconds}")
         if not 0 < self.context_seconds <= 30:
             raise ValueError(f"context_seconds must be in (0, 30], got {self.context_seconds}")
+        if self.no_speech_threshold is not None and not 0 < self.no_speech_threshold <= 1:
+            raise ValueError(f"no_speech_threshold must be in (0, 1] or None, got {self.no_speech_threshold}")
 
 
 class AudioTooLong(ValueError):
@@ -63,7 +66,7 @@ class AudioTooLong(ValueError):
 class WhisperASR(ASRBackbone):
     kind = "whisper"
     config_cls = WhisperASRConfig
-    runtime_options = ("pad_to", "margin_seconds", "max_tokens_per_second", "max_repeats")
+    runtime_options = ("pad_to", "margin_seconds", "max_tokens_per_second", "max_repeats", "no_speech_threshold")
 
     def __init__(self, config: WhisperASRConfig, whisper=None, tokenizer=None) -> None:
         """``whisper``/``tokenizer`` as loaded by ``pretrained``; without ``whisper``, the architecture of
@@ -78,6 +81,8 @@ class WhisperASR(ASRBackbone):
         self.whisper = whisper
         self.tokenizer = tokenizer
         self.tokens = SpecialTokens(**config.tokens)
+        if self.tokens.no_speech is None and tokenizer is not None:  # cascades saved before it was recorded
+            self.tokens.no_speech = no_speech_id(tokenizer)
         self.log_mel = WhisperLogMel(self.whisper.config.num_mel_bins)
         self._space_starts = None  # (V,) bool: tokens that begin with a space, built on first use
 
@@ -193,13 +198,19 @@ class WhisperASR(ASRBackbone):
         return [min(room, math.ceil(int(n) / 16000 * self.config.max_tokens_per_second) + 8) for n in lengths]
 
     def hypotheses(self, encoder_states: torch.Tensor, lengths: torch.Tensor) -> dict:
-        """1-best tokens (greedy), then the decoder's states teacher-forced on them, with their word spans."""
+        """1-best tokens (greedy), then the decoder's states teacher-forced on them, with their word spans;
+        ``speech``: False for a row whose <|nospeech|> probability is above ``no_speech_threshold`` (no words)."""
         was_training = self.training
         self.eval()  # no dropout while choosing the 1-best
         try:
-            best = greedy_decode(self.whisper, encoder_states.detach(), self.tokens, self.max_new_tokens(lengths), self.config.max_repeats)
+            best, no_speech = greedy_decode(self.whisper, encoder_states.detach(), self.tokens, self.max_new_tokens(lengths), self.config.max_repeats)
         finally:
             self.train(was_training)
+        threshold = self.config.no_speech_threshold
+        if threshold is not None and no_speech is None:
+            raise ValueError("no_speech_threshold is set, but this Whisper's vocabulary has no <|nospeech|> token")
+        speech = [True] * len(best) if threshold is None else [p <= threshold for p in no_speech]
+        best = [tokens if spoken else [] for tokens, spoken in zip(best, speech)]
         P = len(self.tokens.prompt)
         inputs = pad_sequence([torch.tensor(self.tokens.prompt + b) for b in best], batch_first=True, padding_value=self.tokens.eot).to(encoder_states.device)
         hidden = self.whisper.model.decoder(input_ids=inputs, encoder_hidden_states=encoder_states, use_cache=False).last_hidden_state
@@ -209,6 +220,8 @@ class WhisperASR(ASRBackbone):
             "words": [self.word_spans(b, offset=1) for b in best],
             "texts": [self.tokenizer.decode(b, skip_special_tokens=True).strip() for b in best],
             "tokens": best,
+            "no_speech_prob": no_speech,  # B floats, or None
+            "speech": speech,
         }
 
     def word_spans(self, ids: list[int], offset: int = 0) -> list[tuple[str, int, int]]:

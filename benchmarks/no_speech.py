@@ -1,0 +1,129 @@
+"""Calibrate and measure the no-speech decision: Whisper's <|nospeech|> probability at its first step,
+and the clip's level (rms dBFS) as an energy gate.
+
+    python benchmarks/no_speech.py [--per-kind 4] [--max-false-rejection 0.01] [--out benchmarks/results/no_speech.json]
+
+The backbone and the splits are the newest target run's (benchmarks/runs.py). Calibration: the noisy
+nas_val commands and a non-speech set (components/data/nonspeech.py, seed 0; babble from train clips).
+The threshold is the lowest that rejects at most ``--max-false-rejection`` of the nas_val commands;
+the energy gate sits 10 dB under the quietest nas_val command. Measurement, with both fixed: the noisy
+test commands (held-out sentences, unseen voices) and a fresh non-speech set (seed 1). Each clip's
+probability, level and 1-best are kept, so another rule can be tried on the JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.machine import describe, git_commit  # noqa: E402
+from benchmarks.runs import newest_target_run  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+ENERGY_MARGIN_DB = 10.0
+
+
+def level_dbfs(wave: np.ndarray) -> float:
+    return float(10 * np.log10(max(float(np.mean(np.square(wave, dtype=np.float64))), 1e-12)))
+
+
+def score_clips(asr, clips: list[tuple[str, np.ndarray]], batch_size: int = 16) -> list[dict]:
+    """[(name, wave)] -> [{name, no_speech_prob, dbfs, text}] from the backbone's greedy pass (no gate)."""
+    import torch
+    from torch.nn.utils.rnn import pad_sequence
+
+    rows = []
+    asr.eval()
+    with torch.inference_mode():
+        for start in range(0, len(clips), batch_size):
+            batch = clips[start : start + batch_size]
+            waves = [torch.from_numpy(np.asarray(w, dtype=np.float32)) for _, w in batch]
+            out = asr(pad_sequence(waves, batch_first=True), torch.tensor([len(w) for w in waves]))
+            for (name, wave), p, text in zip(batch, out["no_speech_prob"], out["texts"]):
+                rows.append({"name": name, "no_speech_prob": round(float(p), 5), "dbfs": round(level_dbfs(wave), 2), "text": text})
+            print(f"{start + len(batch)}/{len(clips)} clips", end="\r", flush=True)
+    print()
+    return rows
+
+
+def rejected(rows: list[dict], threshold: float, energy_dbfs: float | None) -> list[bool]:
+    return [r["no_speech_prob"] > threshold or (energy_dbfs is not None and r["dbfs"] < energy_dbfs) for r in rows]
+
+
+def rates(commands: list[dict], nonspeech: list[dict], threshold: float, energy_dbfs: float | None) -> dict:
+    false_rejections = sum(rejected(commands, threshold, energy_dbfs))
+    caught = rejected(nonspeech, threshold, energy_dbfs)
+    missed_kinds: dict[str, int] = {}
+    for row, hit in zip(nonspeech, caught):
+        if not hit:
+            kind = row["name"].split("#")[0]
+            missed_kinds[kind] = missed_kinds.get(kind, 0) + 1
+    return {
+        "false_rejection": round(false_rejections / len(commands), 4), "false_rejections": false_rejections, "commands": len(commands),
+        "nonspeech_rejected": round(sum(caught) / len(nonspeech), 4), "nonspeech_answered": len(nonspeech) - sum(caught), "nonspeech": len(nonspeech),
+        "answered_by_kind": missed_kinds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--per-kind", type=int, default=4, help="non-speech clips of each kind at each level")
+    parser.add_argument("--max-false-rejection", type=float, default=0.01)
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results/no_speech.json"))
+    args = parser.parse_args()
+
+    from components.data.dataset import SpeechDataset
+    from components.data.nonspeech import nonspeech_set
+
+    run = newest_target_run()
+    splits = {k: run.steps["fit_to_backbone"].outputs[k][0].load() for k in ("train", "nas_val", "test")}
+    root = Path(run.steps["ingest"].outputs["manifest_path"][0].load()).parent
+    artifact = run.steps["fit_to_backbone"].inputs["cascade"][0]
+    asr = artifact.load().asr
+    asr.configure(no_speech_threshold=None)
+
+    def commands(split: str) -> list[tuple[str, np.ndarray]]:
+        items = [SpeechDataset(splits[split], root)[i] for i in range(len(splits[split]))]
+        return [(item["meta"]["utt_id"], item["noisy"].numpy()) for item in items]
+
+    train = SpeechDataset(splits["train"], root)
+    talkers = [train[i]["clean"].numpy() for i in range(0, min(len(train), 400), 10)]  # 40 training clips, never a test voice's sentence
+    print(f"{run.name}: backbone {artifact.name} v{artifact.version}", flush=True)
+    scored = {
+        "nas_val": score_clips(asr, commands("nas_val")),
+        "nonspeech_calibration": score_clips(asr, nonspeech_set(args.per_kind, seed=0, talkers=talkers)),
+        "test": score_clips(asr, commands("test")),
+        "nonspeech_test": score_clips(asr, nonspeech_set(args.per_kind, seed=1, talkers=talkers)),
+    }
+    probs = sorted(r["no_speech_prob"] for r in scored["nas_val"])
+    allowed = int(np.floor(args.max_false_rejection * len(probs)))  # commands that may fall above the threshold
+    threshold = probs[len(probs) - 1 - allowed]
+    energy = min(r["dbfs"] for r in scored["nas_val"]) - ENERGY_MARGIN_DB
+    rules = {}
+    for name, gate in (("no_speech_prob", None), ("no_speech_prob+energy", energy)):
+        rules[name] = {
+            "threshold": threshold, "energy_dbfs": gate,
+            "calibration": rates(scored["nas_val"], scored["nonspeech_calibration"], threshold, gate),
+            "test": rates(scored["test"], scored["nonspeech_test"], threshold, gate),
+        }
+        print(name, json.dumps(rules[name]), flush=True)
+    out = {
+        "benchmark": "no_speech", "machine": describe(), "commit": git_commit(),
+        "config": {"per_kind": args.per_kind, "max_false_rejection": args.max_false_rejection, "energy_margin_db": ENERGY_MARGIN_DB,
+                   "pad_to": asr.config.pad_to, "context_seconds": asr.config.context_seconds},
+        "run": run.name, "backbone_artifact": {"name": artifact.name, "version": str(artifact.version), "id": str(artifact.id)},
+        "rules": rules, "clips": scored,
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
