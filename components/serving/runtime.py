@@ -42,8 +42,10 @@ class TaskRuntime:
     Loading and predicting run on the process's torch thread (components.serving.torch_thread), which
     also serialises requests: the adapter's task routing is per model, one forward at a time."""
 
-    def __init__(self, cascade: Cascade, bundle: TaskAdapters, device: str = "auto", mode: str = "e2e") -> None:
-        """mode: "e2e" (the NLU reads the bridge's embeddings of the ASR states) or "text" (the 1-best text)."""
+    def __init__(self, cascade: Cascade, bundle: TaskAdapters, device: str = "auto", mode: str = "e2e", no_speech_threshold: float | None = None) -> None:
+        """mode: "e2e" (the NLU reads the 1-best through the bridge) or "text" (the 1-best text alone);
+        no_speech_threshold: above it, a request's no-speech probability means nobody spoke (the ASR's
+        run-time option, where the backbone has one: Whisper; the Conformer-CTC answers every request)."""
         if bundle.kind != "adapter":
             raise ValueError(f"bundle {bundle.system!r} is kind {bundle.kind!r}: serving holds one backbone and switches adapters, so it needs kind 'adapter'")
         if mode not in MODES:
@@ -52,18 +54,22 @@ class TaskRuntime:
         self.bundle = bundle
         self.cascade = cascade
         self.mode = mode
+        has_gate = "no_speech_threshold" in cascade.asr.runtime_options
+        self.no_speech_threshold = no_speech_threshold if has_gate else None
         self._tokenizer = load_tokenizer() if mode == "text" else None
         run_on_torch_thread(self._attach)
 
     def _attach(self) -> None:
         self.bundle.attach(self.cascade)
+        if "no_speech_threshold" in self.cascade.asr.runtime_options:
+            self.cascade.asr.configure(no_speech_threshold=self.no_speech_threshold)
         self.cascade.to(self.device).eval()
         self._router = get_adapter(self.cascade, ADAPTER)
 
     @classmethod
-    def load(cls, root: str | Path, device: str = "auto", mode: str = "e2e") -> "TaskRuntime":
+    def load(cls, root: str | Path, device: str = "auto", mode: str = "e2e", no_speech_threshold: float | None = None) -> "TaskRuntime":
         root = Path(root)
-        return run_on_torch_thread(lambda: cls(load_cascade(root / CASCADE_DIR, device="cpu"), TaskAdapters(root / ADAPTERS_DIR), device, mode))
+        return run_on_torch_thread(lambda: cls(load_cascade(root / CASCADE_DIR, device="cpu"), TaskAdapters(root / ADAPTERS_DIR), device, mode, no_speech_threshold))
 
     @property
     def tasks(self) -> list[str]:
@@ -75,7 +81,8 @@ class TaskRuntime:
             raise RequestError(404, f"unknown task {task!r}; this service has {len(self.bundle.tasks)} tasks: {shown} (GET /v1/tasks lists them)")
 
     def predict(self, waves: Sequence[torch.Tensor], tasks: Sequence[str]) -> list[dict]:
-        """waves: (L_i,) at 16 kHz; tasks: one name each -> [{task, transcript, scenario, action, intent, entities}]."""
+        """waves: (L_i,) at 16 kHz; tasks: one name each -> [{task, speech, transcript, scenario, action, intent, entities}];
+        where the ASR heard nobody: speech false, an empty transcript, and scenario, action and intent None."""
         return run_on_torch_thread(self._predict, waves, tasks)
 
     @torch.inference_mode()
@@ -95,10 +102,11 @@ class TaskRuntime:
         return [
             {
                 "task": task,
+                "speech": not pred.no_speech,
                 "transcript": transcript,
-                "scenario": pred.scenario,
-                "action": pred.action,
-                "intent": pred.intent,
+                "scenario": None if pred.no_speech else pred.scenario,
+                "action": None if pred.no_speech else pred.action,
+                "intent": None if pred.no_speech else pred.intent,
                 "entities": [{"type": e.type, "filler": e.filler} for e in pred.entities],
             }
             for task, (pred, transcript) in zip(tasks, results)

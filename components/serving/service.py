@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Optional
 
 import bentoml
 from pydantic import BaseModel, Field
@@ -29,6 +29,7 @@ from starlette.routing import Route
 with bentoml.importing():
     import torch
 
+    from components.models.whisper.model import NO_SPEECH_THRESHOLD
     from components.serving.audio import SAMPLE_RATE, AudioLimits, RequestError, read_audio, to_model_rate
     from components.serving.batcher import MicroBatcher, QueueFull
     from components.serving.runtime import TaskRuntime
@@ -45,7 +46,11 @@ class ServingArgs(BaseModel):
     max_bytes: int = Field(10_000_000, gt=0, description="largest upload accepted")
     device: str = Field("auto", description="auto: CUDA when present")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default")
-    mode: Literal["e2e", "text"] = Field("e2e", description="e2e: the NLU reads the bridge's embeddings of the ASR states; text: the ASR's 1-best text")
+    mode: Literal["e2e", "text"] = Field("e2e", description="e2e: the NLU reads the 1-best through the bridge; text: the ASR's 1-best text alone")
+    no_speech_threshold: Optional[float] = Field(
+        NO_SPEECH_THRESHOLD, gt=0, le=1,
+        description="Whisper's no-speech probability above which a request gets speech false and no intent (calibrated: benchmarks/no_speech.py); null answers everything",
+    )
 
 
 ARGS = bentoml.use_arguments(ServingArgs)
@@ -107,7 +112,7 @@ class CascadeSLU:
     def __init__(self) -> None:
         if ARGS.threads:
             run_on_torch_thread(torch.set_num_threads, ARGS.threads)
-        self.runtime = TaskRuntime.load(Path(self.model.path), device=ARGS.device, mode=ARGS.mode)
+        self.runtime = TaskRuntime.load(Path(self.model.path), device=ARGS.device, mode=ARGS.mode, no_speech_threshold=ARGS.no_speech_threshold)
         longest = self.runtime.cascade.asr.max_seconds  # Whisper: its encoder window; a longer request gets a 422 naming it
         self.limits = AudioLimits(max_seconds=min(ARGS.max_seconds, longest or ARGS.max_seconds), max_bytes=ARGS.max_bytes)
         batch_on_torch_thread = lambda items: run_on_torch_thread(self.predict_batch, items)  # noqa: E731
@@ -124,6 +129,7 @@ class CascadeSLU:
         bundle = self.runtime.bundle
         return {"model": str(self.model.tag), "system": bundle.system, "backbone": bundle.backbone, "digest": bundle.digest(), "tasks": bundle.tasks,
                 "device": str(self.runtime.device), "batching": ARGS.batching, "max_batch_size": ARGS.max_batch_size, "mode": ARGS.mode,
+                "no_speech_threshold": self.runtime.no_speech_threshold,
                 "max_seconds": self.limits.max_seconds}
 
     def __is_ready__(self) -> bool:

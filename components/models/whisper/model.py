@@ -33,6 +33,8 @@ TOKENIZER_FILE = "asr_tokenizer.json"
 _DIMENSIONS = ("vocab_size", "d_model", "num_mel_bins", "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
                "encoder_ffn_dim", "decoder_ffn_dim", "max_source_positions", "max_target_positions")
 PAD_TO = ("context", "longest")
+# the serving default for no_speech_threshold: it rejects <= 1% of the noisy nas_val commands (benchmarks/no_speech.py)
+NO_SPEECH_THRESHOLD = 0.6
 
 
 @dataclass
