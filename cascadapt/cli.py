@@ -191,7 +191,9 @@ def _load_recogniser(spec: str, context: float | None):
 @click.option("--text", "text_style", type=click.Choice(["raw", "slurp"]), default="slurp", show_default=True, help="raw: exactly what the model decodes; slurp: lower case, no punctuation, numbers spelled out.")
 @click.option("--context", type=click.FloatRange(min=0.5, max=30.0), default=None, help="Whisper encoder window in seconds (30 = Whisper's own reference window; default: the model's, 10 s).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
-def transcribe(model_spec, manifest, out, text_style, context, batch_size) -> None:
+@click.option("--no-speech-threshold", type=click.FloatRange(min=0.0, max=1.0, min_open=True), default=None,
+              help="Whisper: a recording whose no-speech probability is above this gets an empty transcript (0.6 is the service's calibrated default; unset: every recording is transcribed).")
+def transcribe(model_spec, manifest, out, text_style, context, batch_size, no_speech_threshold) -> None:
     """Transcribe every recording of MANIFEST; one line a recording."""
     import json
 
@@ -210,6 +212,11 @@ def transcribe(model_spec, manifest, out, text_style, context, batch_size) -> No
         raise click.ClickException(str(e)) from None
     model = _load_recogniser(model_spec, context)
     asr = getattr(model, "asr", model)
+    if no_speech_threshold is not None:
+        try:
+            asr.configure(no_speech_threshold=no_speech_threshold)
+        except ValueError as e:
+            raise click.ClickException(f"--no-speech-threshold: {e}") from None
     waves = []
     for line, row in enumerate(rows, start=1):
         path = resolve_audio(manifest, row["noisy_path"])

@@ -235,8 +235,8 @@ def test_round_trip_gives_the_in_process_result(server, runtime, utterances):
     for audio, task in zip(utterances, TASKS + TASKS[:1]):
         status, body = server.post_audio(audio, task, filename="utt.flac")
         assert status == 200, body
-        assert set(body) >= {"task", "transcript", "scenario", "action", "intent", "entities", "timings", "duration_s"}
-        assert {k: body[k] for k in ("task", "transcript", "scenario", "action", "intent", "entities")} == expected(runtime, audio, task)
+        assert set(body) >= {"task", "speech", "transcript", "scenario", "action", "intent", "entities", "timings", "duration_s"}
+        assert {k: body[k] for k in ("task", "speech", "transcript", "scenario", "action", "intent", "entities")} == expected(runtime, audio, task)
         assert body["timings"]["total_ms"] >= body["timings"]["inference_ms"] > 0
 
 

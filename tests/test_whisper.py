@@ -269,6 +269,11 @@ def test_transcribe_real_recorded_speech_gives_its_words(tmp_path):
     result = CliRunner().invoke(main, ["transcribe", "--manifest", str(_manifest(tmp_path, clips[1:2])), "--out", str(out), "--text", "raw", "--context", "30"])
     assert result.exit_code == 0, result.output
     assert json.loads(out.read_text())["transcript"] == "10 of clubs."
+    silence = tmp_path / "silence.wav"
+    sf.write(silence, np.zeros(32000, dtype=np.float32), 16000)
+    result = CliRunner().invoke(main, ["transcribe", "--manifest", str(_manifest(tmp_path, [silence, clips[2]])), "--out", str(out), "--no-speech-threshold", "0.6"])
+    assert result.exit_code == 0, result.output
+    assert [json.loads(line)["transcript"] for line in out.read_text().splitlines()] == ["", "activated"]
 
 
 def test_predict_with_a_bare_whisper_reads_its_text_with_another_cascades_nlu(synth, tmp_path):
