@@ -42,7 +42,7 @@ class ServingArgs(BaseModel):
     max_batch_size: int = Field(16, ge=1)
     max_wait_ms: float = Field(0.0, ge=0, description="hold a short batch back this long for more requests")
     max_queue: int = Field(256, ge=1, description="waiting requests beyond this get a 503")
-    max_seconds: float = Field(30.0, gt=0, description="longest audio accepted")
+    max_seconds: float = Field(30.0, gt=0, description="longest audio accepted (Whisper transcribes a clip longer than its window in windows)")
     max_bytes: int = Field(10_000_000, gt=0, description="largest upload accepted")
     device: str = Field("auto", description="auto: CUDA when present")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default")
@@ -113,8 +113,7 @@ class CascadeSLU:
         if ARGS.threads:
             run_on_torch_thread(torch.set_num_threads, ARGS.threads)
         self.runtime = TaskRuntime.load(Path(self.model.path), device=ARGS.device, mode=ARGS.mode, no_speech_threshold=ARGS.no_speech_threshold)
-        longest = self.runtime.cascade.asr.max_seconds  # Whisper: its encoder window; a longer request gets a 422 naming it
-        self.limits = AudioLimits(max_seconds=min(ARGS.max_seconds, longest or ARGS.max_seconds), max_bytes=ARGS.max_bytes)
+        self.limits = AudioLimits(max_seconds=ARGS.max_seconds, max_bytes=ARGS.max_bytes)  # Whisper cuts longer clips into windows
         batch_on_torch_thread = lambda items: run_on_torch_thread(self.predict_batch, items)  # noqa: E731
         self.batcher = MicroBatcher(batch_on_torch_thread, ARGS.max_batch_size, ARGS.max_wait_ms, ARGS.max_queue) if ARGS.batching else None
         self.runtime.predict([torch.zeros(SAMPLE_RATE)], self.runtime.tasks[:1])  # warm-up before /readyz says ready

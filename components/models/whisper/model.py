@@ -9,6 +9,8 @@
 
 The encoder runs its layers here rather than through transformers' WhisperEncoder.forward, which
 refuses anything but 3000 frames: SLURP commands are 1-8 s, and a shorter context is 3-5x cheaper.
+Transcribing (no targets), a clip longer than the window is cut at its quietest points and joined
+(segments.py); training refuses it.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from components.models.backbone import ASRBackbone, register_backbone
 from components.models.whisper.decode import greedy_decode
 from components.models.whisper.features import FRAMES_PER_SECOND, HOP, WhisperLogMel, frames_for
 from components.models.whisper.load import DEFAULT_MODEL, SpecialTokens, export_hf, hf_config, load_tokenizer, load_whisper, no_speech_id
+from components.models.whisper.segments import cut_points, join_passes
 from components.models.whisper.text import slurp_style
 
 TOKENIZER_FILE = "asr_tokenizer.json"
@@ -138,8 +141,11 @@ class WhisperASR(ASRBackbone):
         self, wave: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor | None = None, target_lengths: torch.Tensor | None = None,
         words: bool = True, front: tuple[str, torch.Tensor] | None = None,
     ) -> dict:
-        """wave (B, L), lengths (B,) -> {states, lengths, words, texts, tokens, encoder_states[, target_logits]};
-        ``front``: (level, its tensor) computed earlier by ``front`` (wave then only gives the lengths)."""
+        """wave (B, L), lengths (B,) -> {states, lengths, words, texts, tokens, no_speech_prob, speech, encoder_states[, target_logits]};
+        ``front``: (level, its tensor) computed earlier by ``front`` (wave then only gives the lengths).
+        Clips longer than the window, transcribed (no targets): cut into windows and joined (no encoder_states)."""
+        if front is None and targets is None and words and max((int(n) for n in lengths), default=0) > self.context_frames * HOP:
+            return self.long_hypotheses(wave, lengths)
         if front is None:
             encoder_states = self.encode(wave, lengths)
         else:
@@ -194,6 +200,19 @@ class WhisperASR(ASRBackbone):
         for layer in enc.layers:
             x = layer(x, None, layer_head_mask=None)[0]
         return enc.layer_norm(x)
+
+    def long_hypotheses(self, wave: torch.Tensor, lengths: torch.Tensor) -> dict:
+        """Hypotheses of clips of any length: each cut into windows (at most 3 s, or half the window, before
+        a window ends, at the quietest 20 ms), transcribed one window of every row per pass, then joined.
+        A row out of windows gets 10 ms of silence in the later passes, dropped when joining."""
+        window = self.context_frames * HOP
+        cuts = [cut_points(wave[b, : int(n)], window, min(3 * 16000, window // 2)) for b, n in enumerate(lengths)]
+        passes = []
+        for k in range(max(len(c) for c in cuts)):
+            pieces = [wave[b, c[k][0] : c[k][1]] if k < len(c) else wave.new_zeros(HOP) for b, c in enumerate(cuts)]
+            piece_lengths = torch.tensor([p.numel() for p in pieces], device=wave.device)
+            passes.append(self.hypotheses(self.encode(pad_sequence(pieces, batch_first=True), piece_lengths), piece_lengths))
+        return join_passes(passes, [len(c) for c in cuts])
 
     def max_new_tokens(self, lengths: torch.Tensor | Sequence[int]) -> list[int]:
         room = self.whisper.config.max_target_positions - len(self.tokens.prompt)
