@@ -237,7 +237,8 @@ def transcribe(model_spec, manifest, out, text_style, context, batch_size, no_sp
 @main.command()
 @click.option("--model", "model_spec", required=True, help="A ZenML model version NAME[:VERSION], a saved cascade directory, or a Whisper name or directory.")
 @click.option("--out", type=click.Path(file_okay=False), required=True, help="Directory to write (must not exist yet: nothing is overwritten).")
-@click.option("--format", "fmt", type=click.Choice(["cascade", "hf"]), default="cascade", show_default=True, help="cascade: the whole cascade, as `predict --model DIR` loads it; hf: its Whisper as a Hugging Face directory (from_pretrained).")
+@click.option("--format", "fmt", type=click.Choice(["cascade", "hf", "ct2"]), default="cascade", show_default=True,
+              help="cascade: the whole cascade, as `predict --model DIR` loads it; hf: its Whisper as a Hugging Face directory (from_pretrained); ct2: its Whisper as a CTranslate2 directory (faster-whisper's WhisperModel).")
 def export(model_spec, out, fmt) -> None:
     """Write a trained cascade (or its Whisper) to OUT."""
     from components.cascade_files import save_cascade
@@ -254,9 +255,9 @@ def export(model_spec, out, fmt) -> None:
     else:
         asr = getattr(model, "asr", model)
         if not isinstance(asr, WhisperASR):
-            raise click.ClickException(f"--format hf needs a Whisper backbone; {model_spec} has a {asr.kind}")
+            raise click.ClickException(f"--format {fmt} needs a Whisper backbone; {model_spec} has a {asr.kind}")
         try:
-            asr.export_pretrained(Path(out))
+            asr.export_pretrained(Path(out)) if fmt == "hf" else asr.export_ct2(Path(out))
         except ValueError as e:
             raise click.ClickException(str(e)) from None
     click.echo(f"wrote {out}")

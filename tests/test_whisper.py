@@ -478,3 +478,56 @@ def test_only_clips_within_the_window_reach_a_whisper(asr, synth):
     kept, dropped = rows_within(df, longest - 1e-3)
     assert dropped == int((df["duration"] == longest).sum()) >= 1 and len(kept) == len(df) - dropped
     assert kept["duration"].max() < longest and list(kept.index) == list(range(len(kept)))
+
+
+def test_ct2_export_round_trips_a_merged_lora_and_ctranslate2_decodes_it_as_we_do(asr, synth, tmp_path):
+    """A LoRA (q, v) folded into tiny.en, written by our CTranslate2 writer: every weight reads back bit-exact,
+    ctranslate2.models.Whisper gives our greedy tokens on >= 98% of the clips, and adapters that do not fold
+    are refused with the reason."""
+    import copy
+
+    ctranslate2 = pytest.importorskip("ctranslate2")
+    from transformers import WhisperFeatureExtractor
+
+    from components import adapters as A
+
+    tuned = copy.deepcopy(asr)
+    lora = A.add_adapter(tuned.whisper, A.LoraConfig(target_modules=["model.*.layers.*.self_attn.q_proj", "model.*.layers.*.self_attn.v_proj"], r=4, alpha=8))
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for _, p in A.inject.adapter_named_parameters(tuned.whisper, lora):
+            p.copy_(torch.randn(p.shape, generator=g) * 0.05)
+    A.merge_and_unload(tuned.whisper, "default")
+    state = tuned.whisper.state_dict()
+    assert not torch.equal(state["model.encoder.layers.0.self_attn.q_proj.weight"], asr.whisper.state_dict()["model.encoder.layers.0.self_attn.q_proj.weight"])
+    out = tuned.export_ct2(tmp_path / "ct2")
+    assert {"model.bin", "config.json", "tokenizer.json"} <= {p.name for p in out.iterdir()}
+    back = WhisperASR.pretrained(str(out)).whisper.state_dict()
+    assert all(torch.equal(v, back[k]) for k, v in state.items()), "a weight changed on the way through model.bin"
+
+    df, root = synth
+    clips = [read16k(root / p) for p in df["noisy_path"]] + [read16k(root / p) for p in df["clean_path"]]
+    reference = ctranslate2.models.Whisper(str(out), device="cpu", compute_type="float32", intra_threads=2)
+    extractor, same = WhisperFeatureExtractor(), 0
+    for clip in clips:
+        feats = extractor(clip, sampling_rate=16000, return_tensors="np").input_features  # (1, 80, 3000)
+        theirs = reference.generate(ctranslate2.StorageView.from_array(feats), [tuned.tokens.prompt], beam_size=1, suppress_blank=True)[0].sequences_ids[0]
+        with torch.no_grad():
+            # CTranslate2 stops a Whisper at 224 new tokens (a loop such as "I think I think ..." reaches it)
+            ours = greedy_decode(tuned.whisper, tuned.encode_features(torch.from_numpy(feats)), tuned.tokens, [224], max_repeats=None)[0][0]
+        same += ours == theirs
+    assert len(clips) >= 16 and same / len(clips) >= 0.98, f"{same} of {len(clips)} clips decode to CTranslate2's tokens"
+
+    faster_whisper = pytest.importorskip("faster_whisper")
+    from cascadapt.cli import main
+
+    result = CliRunner().invoke(main, ["export", "--model", "whisper-tiny.en", "--format", "ct2", "--out", str(tmp_path / "cli_ct2")])
+    assert result.exit_code == 0, result.output
+    segments, _ = faster_whisper.WhisperModel(str(tmp_path / "cli_ct2"), device="cpu", compute_type="float32", cpu_threads=2).transcribe(
+        clips[-1], language="en", beam_size=1, without_timestamps=True, condition_on_previous_text=False)
+    assert slurp_style(" ".join(s.text for s in segments)) == slurp_style(asr(torch.from_numpy(clips[-1])[None], torch.tensor([len(clips[-1])]))["texts"][0])
+
+    with_hra = copy.deepcopy(asr)
+    A.add_adapter(with_hra.whisper, A.HRAConfig(target_modules=["@layer"], r=4), name="hra")
+    with pytest.raises(ValueError, match="adapter layers .*LoRA folds into the weights"):
+        with_hra.export_ct2(tmp_path / "refused")

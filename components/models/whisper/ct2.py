@@ -1,4 +1,4 @@
-"""Read a CTranslate2 Whisper ``model.bin`` and map it onto transformers' Whisper names.
+"""Read and write a CTranslate2 Whisper ``model.bin``, mapped onto transformers' Whisper names.
 
 The file (binary version 6, little-endian):
 
@@ -8,20 +8,34 @@ The file (binary version 6, little-endian):
 
 A string is a u16 length (counting its trailing NUL), the bytes, the NUL. dtype codes:
 0 f32, 1 i8, 2 i16, 3 i32, 4 f16, 5 bf16. Only float weights are mapped; int8-quantised
-files (a ``weight_scale`` beside each weight) are refused with a clear error.
+files (a ``weight_scale`` beside each weight) are refused with a clear error. Writing takes a template
+file (the one the weights came from) and replaces its float weights: every other variable (head counts,
+flags), the spec and the aliases stay as CTranslate2 wrote them.
 """
 
 from __future__ import annotations
 
 import re
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: np.uint16}  # bf16 read as raw u16
+_CODES = {np.dtype(np.float32): 0, np.dtype(np.int8): 1, np.dtype(np.int16): 2, np.dtype(np.int32): 3, np.dtype(np.float16): 4}
 SUPPORTED_VERSION = 6
+
+
+@dataclass
+class CT2File:
+    """A model.bin as written: its variables in file order (bf16 ones as float32) and its aliases."""
+
+    spec: str
+    revision: int
+    variables: dict[str, np.ndarray]
+    aliases: dict[str, str]
 
 
 class CT2FormatError(ValueError):
@@ -57,13 +71,18 @@ class _Reader:
 
 def read_ct2(path: str | Path | list[Path]) -> tuple[str, dict[str, np.ndarray]]:
     """(spec name, {variable name: array}) of a model.bin (or its parts, in order); aliases share their target's array."""
+    file = read_ct2_file(path)
+    return file.spec, file.variables | {alias: file.variables[target] for alias, target in file.aliases.items()}
+
+
+def read_ct2_file(path: str | Path | list[Path]) -> CT2File:
     reader = _Reader([Path(p) for p in path] if isinstance(path, list) else [Path(path)])
     path = reader.path
     (version,) = reader.unpack("I")
     if version != SUPPORTED_VERSION:
         raise CT2FormatError(f"{path}: CTranslate2 binary version {version}, this reader knows version {SUPPORTED_VERSION}")
     spec = reader.string()
-    reader.unpack("I")  # spec revision
+    (revision,) = reader.unpack("I")
     (count,) = reader.unpack("I")
     variables: dict[str, np.ndarray] = {}
     for _ in range(count):
@@ -79,15 +98,32 @@ def read_ct2(path: str | Path | list[Path]) -> tuple[str, dict[str, np.ndarray]]
             raise CT2FormatError(f"{path}: variable {name!r} has {nbytes} bytes, its shape {dims} needs {dtype.itemsize * int(np.prod(dims))}")
         array = np.frombuffer(reader.take(nbytes), dtype=dtype).reshape(dims)
         variables[name] = _bf16_to_f32(array) if code == 5 else array
-    (aliases,) = reader.unpack("I")
-    for _ in range(aliases):
+    (count,) = reader.unpack("I")
+    aliases = {}
+    for _ in range(count):
         alias, target = reader.string(), reader.string()
         if target not in variables:
             raise CT2FormatError(f"{path}: alias {alias!r} points at missing variable {target!r}")
-        variables[alias] = variables[target]
+        aliases[alias] = target
     if reader.pos != len(reader.data):
         raise CT2FormatError(f"{path}: {len(reader.data) - reader.pos} unexpected bytes after the aliases")
-    return spec, variables
+    return CT2File(spec, revision, variables, aliases)
+
+
+def write_ct2_file(file: CT2File, path: str | Path) -> None:
+    """The inverse of read_ct2_file (bf16 variables come back as float32)."""
+
+    def string(s: str) -> bytes:
+        raw = s.encode("utf-8") + b"\0"
+        return struct.pack("<H", len(raw)) + raw
+
+    out = [struct.pack("<I", SUPPORTED_VERSION), string(file.spec), struct.pack("<II", file.revision, len(file.variables))]
+    for name, array in file.variables.items():
+        array = np.require(array, requirements="C")  # (ascontiguousarray would make a scalar 1-D)
+        out += [string(name), struct.pack("<B", array.ndim), struct.pack(f"<{array.ndim}I", *array.shape), struct.pack("<BI", _CODES[array.dtype], array.nbytes), array.tobytes()]
+    out.append(struct.pack("<I", len(file.aliases)))
+    out += [string(alias) + string(target) for alias, target in file.aliases.items()]
+    Path(path).write_bytes(b"".join(out))
 
 
 def _bf16_to_f32(raw: np.ndarray) -> np.ndarray:
@@ -152,6 +188,28 @@ def whisper_state_dict(variables: dict[str, np.ndarray]) -> dict[str, torch.Tens
     """transformers ``WhisperForConditionalGeneration`` state dict (float32) from CT2 variables."""
     if any(name.endswith("weight_scale") for name in variables):
         raise CT2FormatError("this model.bin is int8-quantised; convert it with --quantization float16 or float32")
+    return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in _hf_arrays(variables).items()}
+
+
+def whisper_ct2_file(state: dict[str, torch.Tensor], template: CT2File) -> CT2File:
+    """``template`` with every float weight taken from a transformers Whisper state dict (as float32).
+
+    The name mapping is whisper_state_dict's, run on the template's element indices instead of its values,
+    so the two are inverse by construction: fused projections, tied embeddings and aliases included."""
+    floats = {name: a for name, a in template.variables.items() if a.dtype.kind == "f"}
+    starts = np.cumsum([0] + [a.size for a in floats.values()])
+    index = {name: np.arange(start, start + a.size, dtype=np.int64).reshape(a.shape) for (name, a), start in zip(floats.items(), starts)}
+    named = template.variables | index
+    flat = np.concatenate([a.astype(np.float32).ravel() for a in floats.values()])
+    for hf, positions in _hf_arrays(named | {alias: named[target] for alias, target in template.aliases.items()}).items():
+        if hf not in state:
+            raise KeyError(f"the state dict has no {hf!r}, which the CTranslate2 file needs")
+        flat[positions.ravel()] = state[hf].detach().float().cpu().numpy().ravel()
+    return CT2File(template.spec, template.revision, template.variables | {name: flat[i] for name, i in index.items()}, template.aliases)
+
+
+def _hf_arrays(variables: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """transformers' Whisper names -> views of the CT2 variables they come from."""
     dims = whisper_dimensions(variables)
     out: dict[str, np.ndarray] = {}
     enc, dec = "model.encoder", "model.decoder"
@@ -172,4 +230,4 @@ def whisper_state_dict(variables: dict[str, np.ndarray]) -> dict[str, torch.Tens
         _linear(out, f"{hf}.encoder_attn.out_proj", variables, f"{ct}/attention/linear_2")
         _norm(out, f"{hf}.encoder_attn_layer_norm", variables, f"{ct}/attention/layer_norm")
     out["proj_out.weight"] = variables.get("decoder/projection/weight", variables["decoder/embeddings/weight"])
-    return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in out.items()}
+    return out

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from components.models.whisper.ct2 import CT2FormatError, read_ct2, whisper_dimensions, whisper_state_dict
+from components.models.whisper.ct2 import CT2FormatError, read_ct2, read_ct2_file, whisper_ct2_file, whisper_dimensions, whisper_state_dict, write_ct2_file
 
 DEFAULT_MODEL = "whisper-tiny.en"
 
@@ -185,10 +185,7 @@ def export_hf(whisper, tokenizer, tokens: SpecialTokens, directory: str | Path) 
     merged into the weights or removed first: their wrappers have no place in the transformers model."""
     from transformers import GenerationConfig, WhisperFeatureExtractor
 
-    from components.adapters.base import AdapterLayer
-
-    if any(isinstance(m, AdapterLayer) for m in whisper.modules()):
-        raise ValueError("the Whisper model still has adapter layers: merge them into its weights (merge_and_unload) or remove them before exporting")
+    _refuse_adapter_layers(whisper, "a transformers Whisper")
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     whisper.save_pretrained(str(directory), safe_serialization=True)
@@ -200,3 +197,35 @@ def export_hf(whisper, tokenizer, tokens: SpecialTokens, directory: str | Path) 
     tokenizer.save_pretrained(str(directory))
     WhisperFeatureExtractor(feature_size=whisper.config.num_mel_bins).save_pretrained(str(directory))
     return directory
+
+
+def export_ct2(whisper, source: str, directory: str | Path) -> Path:
+    """Write a CTranslate2 Whisper directory (model.bin, config.json, tokenizer.json, ...) of the current
+    weights, as faster-whisper's ``WhisperModel`` and ``ctranslate2.models.Whisper`` load it. ``source``:
+    the CTranslate2 model the weights came from; its file gives every variable that is not a weight, and
+    its other files are copied."""
+    import shutil
+
+    _refuse_adapter_layers(whisper, "CTranslate2's Whisper")
+    files = whisper_files(source)
+    if files.format != "ct2":
+        raise ValueError(f"a CTranslate2 export starts from the CTranslate2 model the weights came from; {source} is a {files.format} model")
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    write_ct2_file(whisper_ct2_file(whisper.state_dict(), read_ct2_file(files.weights)), directory / "model.bin")
+    for folder in {p.parent for p in files.weights} | {files.config.parent, files.tokenizer.parent}:
+        for path in folder.iterdir():
+            if path.is_file() and not path.name.startswith("model.bin") and not (directory / path.name).exists():
+                shutil.copyfile(path, directory / path.name)
+    return directory
+
+
+def _refuse_adapter_layers(whisper, target: str) -> None:
+    from components.adapters.base import AdapterLayer
+
+    kinds = sorted({type(m).__name__ for m in whisper.modules() if isinstance(m, AdapterLayer)})
+    if kinds:
+        raise ValueError(
+            f"the Whisper model still has adapter layers ({', '.join(kinds)}): LoRA folds into the weights (merge_and_unload); "
+            f"the others (HRA, bottleneck, prompt, prefix, ...) add computation {target} has no place for, so remove them before exporting"
+        )

@@ -27,7 +27,7 @@ from torch.nn.utils.rnn import pad_sequence
 from components.models.backbone import ASRBackbone, register_backbone
 from components.models.whisper.decode import greedy_decode
 from components.models.whisper.features import FRAMES_PER_SECOND, HOP, WhisperLogMel, frames_for
-from components.models.whisper.load import DEFAULT_MODEL, SpecialTokens, export_hf, hf_config, load_tokenizer, load_whisper, no_speech_id
+from components.models.whisper.load import DEFAULT_MODEL, SpecialTokens, export_ct2, export_hf, hf_config, load_tokenizer, load_whisper, no_speech_id
 from components.models.whisper.segments import cut_points, join_passes
 from components.models.whisper.text import slurp_style
 
@@ -274,6 +274,10 @@ class WhisperASR(ASRBackbone):
         """A Hugging Face Whisper directory of the current weights (see load.export_hf); loads back with
         ``WhisperASR.pretrained(directory)``."""
         return export_hf(self.whisper, self.tokenizer, self.tokens, directory)
+
+    def export_ct2(self, directory: Path) -> Path:
+        """A CTranslate2 Whisper directory of the current weights (see load.export_ct2), for faster-whisper."""
+        return export_ct2(self.whisper, self.config.source, directory)
 
     def save_files(self, directory: Path) -> dict:
         self.tokenizer.backend_tokenizer.save(str(Path(directory) / TOKENIZER_FILE))
