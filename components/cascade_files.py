@@ -40,6 +40,7 @@ def save_cascade(model: Cascade, directory: str | Path) -> Path:
         "asr": model.asr.save_files(directory),
         "labels": model.labels.to_dict(),
         "bridge_input": model.bridge_input,
+        "bridge_dropout": model.bridge_dropout,
     }
     cells = cells_config(model)
     if cells is not None:
@@ -64,7 +65,7 @@ def load_cascade(directory: str | Path, device: str | torch.device = "cpu") -> C
         raise ValueError(f"{config_path}: format {config.get('format')!r}; this version reads {', '.join(READABLE)}")
     labels = NluLabels.from_dict(config["labels"])
     se = MaskEnhancer(SEConfig(**config["se"])) if config["se"] else None
-    model = Cascade(se, backbone_from_saved(config["asr"], directory), build_nlu(labels, pretrained=False), labels, bridge_input=config.get("bridge_input", "raw"))
+    model = Cascade(se, backbone_from_saved(config["asr"], directory), build_nlu(labels, pretrained=False), labels, bridge_input=config.get("bridge_input", "raw"), bridge_dropout=config.get("bridge_dropout", 0.0))
     if config.get("cells"):
         restore_cells(model, config["cells"])
     load_state_dict_file(model, directory / WEIGHTS_FILE, device=device)

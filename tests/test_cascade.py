@@ -86,7 +86,9 @@ def test_residual_bridge_starts_as_the_text_mode_and_learns_from_the_acoustics(c
     """At zero the e2e path is the text path on the greedy 1-best, to the logit; a non-zero bridge changes it."""
     from components.models.nlu import load_tokenizer
 
-    model = Cascade(None, cascade.asr, cascade.nlu, cascade.labels).eval()
+    import copy
+
+    model = Cascade(None, cascade.asr, copy.deepcopy(cascade.nlu), cascade.labels).eval()
     assert model.bridge_input == "residual"
     with torch.no_grad():
         out = model(batch["noisy"], batch["lengths"])
@@ -96,6 +98,13 @@ def test_residual_bridge_starts_as_the_text_mode_and_learns_from_the_acoustics(c
         assert e2e == model.predict(batch["noisy"], batch["lengths"], batch["meta"], mode="text", tokenizer=load_tokenizer())
         torch.nn.init.normal_(model.bridge.weight, std=0.05)
         assert not torch.allclose(model(batch["noisy"], batch["lengths"])["nlu"]["scenario_logits"], text["scenario_logits"])
+        # bridge dropout: in training, a dropped utterance reads its 1-best alone (the cascade's flag only, so the NLU's own dropout stays off)
+        model.bridge_dropout = 0.999999
+        model.training = True
+        dropped = model.read_words(out["words"], *pool_words(out["asr"]["states"], [[(a, b) for _, a, b in h] for h in model.transcribe(batch["noisy"], batch["lengths"])["hyps"]]))
+        torch.testing.assert_close(dropped["scenario_logits"], text["scenario_logits"])
+    with pytest.raises(ValueError, match="bridge_dropout must be in"):
+        Cascade(None, cascade.asr, cascade.nlu, cascade.labels, bridge_input="layer_norm", bridge_dropout=0.5)
 
 
 def test_both_modes_predict_slurp_records(cascade, batch, tmp_path):

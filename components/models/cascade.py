@@ -112,11 +112,18 @@ def slurp_pieces(words: Sequence[tuple[str, int, int]]) -> list[tuple[str, int, 
 
 
 class Cascade(nn.Module):
-    def __init__(self, se: MaskEnhancer | None, asr: ASRBackbone, nlu: NluModel, labels: NluLabels, bridge_input: str = "residual") -> None:
+    def __init__(
+        self, se: MaskEnhancer | None, asr: ASRBackbone, nlu: NluModel, labels: NluLabels, bridge_input: str = "residual", bridge_dropout: float = 0.0
+    ) -> None:
+        """bridge_dropout: in training, the share of utterances whose residual bridge is left out (the NLU
+        then reads the 1-best alone, as in text mode), so the NLU does not come to lean on the acoustics."""
         super().__init__()
         if bridge_input not in BRIDGE_INPUTS:
             raise ValueError(f"bridge_input must be one of {BRIDGE_INPUTS}, got {bridge_input!r}")
+        if not 0.0 <= bridge_dropout < 1.0 or (bridge_dropout and bridge_input != "residual"):
+            raise ValueError(f"bridge_dropout must be in [0, 1) and needs the residual bridge, got {bridge_dropout} with {bridge_input!r}")
         self.se, self.asr, self.nlu, self.labels, self.bridge_input = se, asr, nlu, labels, bridge_input
+        self.bridge_dropout = bridge_dropout
         self.bridge = nn.Linear(asr.hidden_size, HIDDEN)
         with torch.no_grad():
             if bridge_input == "residual":  # e2e starts as the text mode on the greedy 1-best
@@ -146,7 +153,10 @@ class Cascade(nn.Module):
         acoustic = self.embed_words(pooled)  # (B, W, 384)
         per_piece = acoustic.gather(1, piece_word.clamp(min=0).unsqueeze(-1).expand(-1, -1, acoustic.shape[-1]))  # (B, L, 384)
         lexical = self.nlu.encoder.get_input_embeddings()(enc.pop("input_ids"))  # (B, L, 384)
-        return self.nlu(inputs_embeds=lexical + per_piece * (piece_word >= 0).unsqueeze(-1).to(per_piece.dtype), **enc)
+        keep = (piece_word >= 0).unsqueeze(-1)  # (B, L, 1): pieces of words
+        if self.training and self.bridge_dropout:
+            keep = keep & (torch.rand(keep.shape[0], 1, 1, device=keep.device) >= self.bridge_dropout)  # whole utterances
+        return self.nlu(inputs_embeds=lexical + per_piece * keep.to(per_piece.dtype), **enc)
 
     def transcribe(self, noisy: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor | None = None, target_lengths: torch.Tensor | None = None) -> dict:
         """SE and ASR only: {enhanced, asr: {...}, hyps: B lists of (word, start, end)}; targets (from
