@@ -68,7 +68,7 @@ def main() -> None:
     tr, va, te = (SpeechDataset(df, root) for df in (train, nas_val, test))
     print(f"{run.name}: {len(train)} train, {len(nas_val)} nas_val, {len(test)} test rows; backbone {backbone_artifact.name} v{backbone_artifact.version}", flush=True)
 
-    records = []
+    records, commit = [], git_commit()  # the code that runs, whatever lands while it does
 
     def score(bridge: str, stage: str, model, minutes: float | None = None) -> None:
         for mode in ("e2e", "text"):
@@ -80,7 +80,7 @@ def main() -> None:
         out = {
             "benchmark": "bridge",
             "machine": describe(),
-            "commit": git_commit(),
+            "commit": commit,
             "config": {"file": str(Path(args.config).relative_to(REPO)) if Path(args.config).is_relative_to(REPO) else args.config, "finetune_train": train_config, "loss_weights": loss_weights},
             "run": run.name,
             "backbone_artifact": {"name": backbone_artifact.name, "version": str(backbone_artifact.version), "id": str(backbone_artifact.id)},
