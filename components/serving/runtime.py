@@ -54,14 +54,14 @@ class TaskRuntime:
         self.bundle = bundle
         self.cascade = cascade
         self.mode = mode
-        has_gate = "no_speech_threshold" in cascade.asr.runtime_options
-        self.no_speech_threshold = no_speech_threshold if has_gate else None
+        self._has_no_speech_gate = "no_speech_threshold" in cascade.asr.runtime_options
+        self.no_speech_threshold = no_speech_threshold if self._has_no_speech_gate else None
         self._tokenizer = load_tokenizer() if mode == "text" else None
         run_on_torch_thread(self._attach)
 
     def _attach(self) -> None:
         self.bundle.attach(self.cascade)
-        if "no_speech_threshold" in self.cascade.asr.runtime_options:
+        if self._has_no_speech_gate:
             self.cascade.asr.configure(no_speech_threshold=self.no_speech_threshold)
         self.cascade.to(self.device).eval()
         self._router = get_adapter(self.cascade, ADAPTER)
