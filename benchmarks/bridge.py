@@ -27,7 +27,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import describe, git_commit  # noqa: E402
-from benchmarks.runs import newest_target_run  # noqa: E402
+from benchmarks.runs import newest_target_run, target_inputs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -60,10 +60,8 @@ def main() -> None:
     params = yaml.safe_load(Path(args.config).read_text())["parameters"]
     train_config, loss_weights = params["finetune_train"], params.get("loss_weights")
     run = newest_target_run()
-    train, nas_val, test = (run.steps["fit_to_backbone"].outputs[k][0].load() for k in ("train", "nas_val", "test"))
-    test = test.iloc[: args.test_rows]
-    root = Path(run.steps["ingest"].outputs["manifest_path"][0].load()).parent
-    backbone_artifact = run.steps["fit_to_backbone"].inputs["cascade"][0]
+    splits, root, backbone_artifact = target_inputs(run)
+    train, nas_val, test = splits["train"], splits["nas_val"], splits["test"].iloc[: args.test_rows]
     backbone = backbone_artifact.load()
     tr, va, te = (SpeechDataset(df, root) for df in (train, nas_val, test))
     print(f"{run.name}: {len(train)} train, {len(nas_val)} nas_val, {len(test)} test rows; backbone {backbone_artifact.name} v{backbone_artifact.version}", flush=True)

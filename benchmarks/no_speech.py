@@ -6,7 +6,8 @@ and the clip's level (rms dBFS) as an energy gate.
 The backbone and the splits are the newest target run's (benchmarks/runs.py). Calibration: the noisy
 nas_val commands and a non-speech set (components/data/nonspeech.py, seed 0; babble from train clips).
 The threshold is the lowest that rejects at most ``--max-false-rejection`` of the nas_val commands;
-the energy gate sits 10 dB under the quietest nas_val command. Measurement, with both fixed: the noisy
+the energy gate sits 10 dB under the quietest nas_val command; the serving default (NO_SPEECH_THRESHOLD,
+that threshold rounded) is scored as a rule of its own. Measurement, with both fixed: the noisy
 test commands (held-out sentences, unseen voices) and a fresh non-speech set (seed 1). Each clip's
 probability, level and 1-best are kept, so another rule can be tried on the JSON.
 """
@@ -23,7 +24,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import describe, git_commit  # noqa: E402
-from benchmarks.runs import newest_target_run  # noqa: E402
+from benchmarks.runs import newest_target_run, target_inputs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ENERGY_MARGIN_DB = 10.0
@@ -80,17 +81,16 @@ def main() -> None:
 
     from components.data.dataset import SpeechDataset
     from components.data.nonspeech import nonspeech_set
+    from components.models.whisper.model import NO_SPEECH_THRESHOLD
 
     run = newest_target_run()
-    splits = {k: run.steps["fit_to_backbone"].outputs[k][0].load() for k in ("train", "nas_val", "test")}
-    root = Path(run.steps["ingest"].outputs["manifest_path"][0].load()).parent
-    artifact = run.steps["fit_to_backbone"].inputs["cascade"][0]
+    splits, root, artifact = target_inputs(run)
     asr = artifact.load().asr
     asr.configure(no_speech_threshold=None)
 
     def commands(split: str) -> list[tuple[str, np.ndarray]]:
-        items = [SpeechDataset(splits[split], root)[i] for i in range(len(splits[split]))]
-        return [(item["meta"]["utt_id"], item["noisy"].numpy()) for item in items]
+        ds = SpeechDataset(splits[split], root)
+        return [(item["meta"]["utt_id"], item["noisy"].numpy()) for item in (ds[i] for i in range(len(ds)))]
 
     train = SpeechDataset(splits["train"], root)
     talkers = [train[i]["clean"].numpy() for i in range(0, min(len(train), 400), 10)]  # 40 training clips, never a test voice's sentence
@@ -106,11 +106,11 @@ def main() -> None:
     threshold = probs[len(probs) - 1 - allowed]
     energy = min(r["dbfs"] for r in scored["nas_val"]) - ENERGY_MARGIN_DB
     rules = {}
-    for name, gate in (("no_speech_prob", None), ("no_speech_prob+energy", energy)):
+    for name, limit, gate in (("no_speech_prob", threshold, None), ("no_speech_prob+energy", threshold, energy), ("serving_default", NO_SPEECH_THRESHOLD, None)):
         rules[name] = {
-            "threshold": threshold, "energy_dbfs": gate,
-            "calibration": rates(scored["nas_val"], scored["nonspeech_calibration"], threshold, gate),
-            "test": rates(scored["test"], scored["nonspeech_test"], threshold, gate),
+            "threshold": limit, "energy_dbfs": gate,
+            "calibration": rates(scored["nas_val"], scored["nonspeech_calibration"], limit, gate),
+            "test": rates(scored["test"], scored["nonspeech_test"], limit, gate),
         }
         print(name, json.dumps(rules[name]), flush=True)
     out = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 TARGET_PIPELINES = ("multitask_pipeline", "baseline_pipeline", "nas_pipeline")
 
 
@@ -19,3 +21,10 @@ def newest_target_run():
     if not runs:
         raise SystemExit(f"no finished {' / '.join(TARGET_PIPELINES)} run in the local ZenML store: run one on the target corpus first")
     return max(runs, key=lambda r: r.created)
+
+
+def target_inputs(run) -> tuple[dict, Path, object]:
+    """A target run's ({train, nas_val, test} DataFrames as fit to the backbone, the corpus root, the backbone artifact)."""
+    splits = {k: run.steps["fit_to_backbone"].outputs[k][0].load() for k in ("train", "nas_val", "test")}
+    root = Path(run.steps["ingest"].outputs["manifest_path"][0].load()).parent
+    return splits, root, run.steps["fit_to_backbone"].inputs["cascade"][0]

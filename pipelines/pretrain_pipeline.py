@@ -4,8 +4,8 @@ from zenml import Model, pipeline
 
 from steps.data_version import tracked_data_version
 from steps.ingest import ingest
-from steps.settings import BridgeInput
 from steps.pretrain import init_cascade, pretrain_asr, pretrain_asr_enhanced, pretrain_bridge, pretrain_nlu, pretrain_se
+from steps.settings import BridgeInput
 from steps.split import fit_to_backbone, split_corpus
 from steps.validate import validate_corpus
 
@@ -34,6 +34,8 @@ def pretrain_pipeline(
 
     ``bridge_input``: "residual" (the default: zero at the start, nothing to pre-train) or "layer_norm" (a word
     vector from the ASR states, pre-trained with ``bridge_train``); components/models/cascade.py."""
+    if bridge_input != "residual" and bridge_train is None:  # fail before any step, not after an hour of pre-training
+        raise ValueError(f"the {bridge_input!r} bridge is pre-trained: give the pretrain pipeline bridge_train")
     md5 = tracked_data_version(data_root=data_root)
     manifest, manifest_path, _ = ingest(md5, slurp_jsonl=source_text, corpus_name=corpus_name, data_root=data_root, voices=voices, snrs=snrs, limit=limit, seed=seed)
     _, summary = validate_corpus(manifest_path, allow_unlabelled=True)

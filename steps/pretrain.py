@@ -94,8 +94,6 @@ def pretrain_bridge(
     bridge (the default) starts at zero, as the text mode, and learns from the NLU loss on the target domain."""
     if cascade.bridge_input == "residual":
         return cascade, HTMLString("<p>residual bridge: starts at zero (e2e = the text mode on the greedy 1-best); nothing to pre-train</p>")
-    if train_config is None:
-        raise ValueError(f"the {cascade.bridge_input!r} bridge is pre-trained: give the pretrain pipeline bridge_train")
     tr, va = _speech(train, nas_val, manifest_path)
     curves = train_and_log("bridge", lambda cb: recipes.train_bridge(cascade, tr, va, make_train_config(train_config, checkpoint_dir, "bridge"), cb))
     return cascade, curves
