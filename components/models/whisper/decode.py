@@ -4,6 +4,9 @@
     and, from the first step, each row's <|nospeech|> probability at <|startoftranscript|> (as OpenAI's
     decoder reads it): how sure Whisper is that nobody spoke
 
+Each step: the decoder on the KV cache for the rows still running (finished rows leave the batch), then
+the argmax over the vocabulary, from an int8 shortlist rescored in fp32 (vocabulary.py): the fp32 argmax.
+
 Guards (both off for the parity check against CTranslate2, on by default in the backbone):
 - ``max_new``: a per-row token cap, from the clip's duration (a 2 s command has no business with 448 tokens);
 - ``max_repeats``: stop a row as soon as its last n-gram (n <= 8) has come ``max_repeats + 1`` times in
@@ -14,7 +17,9 @@ from __future__ import annotations
 
 import torch
 
+from components.adapters.inject import task_routers
 from components.models.whisper.load import SpecialTokens
+from components.models.whisper.vocabulary import GreedyVocabulary
 
 MAX_NGRAM = 8
 
@@ -35,41 +40,62 @@ def cut_repetition(ids: list[int], max_repeats: int) -> list[int] | None:
 
 @torch.no_grad()
 def greedy_decode(
-    whisper, encoder_states: torch.Tensor, tokens: SpecialTokens, max_new: list[int], max_repeats: int | None = None
+    whisper,
+    encoder_states: torch.Tensor,
+    tokens: SpecialTokens,
+    max_new: list[int],
+    max_repeats: int | None = None,
+    vocabulary: GreedyVocabulary | None = None,
 ) -> tuple[list[list[int]], list[float] | None]:
     """encoder_states (B, T', d) -> (B token lists (no prompt, no end of text), B <|nospeech|> probabilities,
     or None when the vocabulary has no such token).
 
-    ``whisper``: a WhisperForConditionalGeneration; its decoder runs one token a step on the cache."""
+    ``whisper``: a WhisperForConditionalGeneration; its decoder runs one token a step on the cache. A row
+    that has finished leaves the batch (its cache, encoder states and per-row task id with it), so the
+    later steps do no work for it. ``vocabulary``: the argmax of the logits (the caller's, to keep its
+    int8 copy between calls; a fresh one otherwise)."""
     B, device = encoder_states.shape[0], encoder_states.device
-    prompt = torch.tensor([tokens.prompt] * B, device=device)
-    suppress = torch.tensor(tokens.suppress, dtype=torch.long, device=device)
-    begin = torch.tensor(tokens.suppress_at_begin, dtype=torch.long, device=device)
+    vocabulary = vocabulary or GreedyVocabulary()
+    mask = torch.zeros(whisper.config.vocab_size, device=device)  # (V,) 0, or -inf for a suppressed token
+    mask[tokens.suppress] = float("-inf")
+    mask_first = mask.clone()
+    mask_first[tokens.suppress_at_begin] = float("-inf")
     out: list[list[int]] = [[] for _ in range(B)]
     done = [n <= 0 for n in max_new]
-    inputs, cache, no_speech = prompt, None, None
-    for step in range(max(max_new, default=0)):
-        if all(done):
-            break
-        dec = whisper.model.decoder(input_ids=inputs, encoder_hidden_states=encoder_states, past_key_values=cache, use_cache=True)
-        cache = dec.past_key_values
-        if step == 0 and tokens.no_speech is not None:  # the prompt's first position is <|startoftranscript|>
-            no_speech = whisper.proj_out(dec.last_hidden_state[:, 0]).float().softmax(-1)[:, tokens.no_speech].tolist()
-        logits = whisper.proj_out(dec.last_hidden_state[:, -1]).float()  # (B, V)
-        logits[:, suppress] = float("-inf")
-        if step == 0:
-            logits[:, begin] = float("-inf")
-        best = logits.argmax(-1).tolist()
-        for b, token in enumerate(best):
-            if done[b]:
-                continue
-            if token == tokens.eot:
-                done[b] = True
-                continue
-            out[b].append(token)
-            if max_repeats is not None and (cut := cut_repetition(out[b], max_repeats)) is not None:
-                out[b], done[b] = cut, True
-            elif len(out[b]) >= max_new[b]:
-                done[b] = True
-        inputs = torch.tensor([[tokens.eot if done[b] else best[b]] for b in range(B)], device=device)
+    rows = list(range(B))  # the original row of each row of the running batch
+    routers = [r for r in task_routers(whisper) if isinstance(r.current, torch.Tensor)]  # a mixed batch's task ids
+    task_ids = [r.current for r in routers]
+    inputs, states, cache, no_speech = torch.tensor([tokens.prompt] * B, device=device), encoder_states, None, None
+    try:
+        for step in range(max(max_new, default=0)):
+            live = [i for i, b in enumerate(rows) if not done[b]]
+            if not live:
+                break
+            if cache is not None and len(live) < len(rows):
+                keep = torch.tensor(live, device=device)
+                cache.batch_select_indices(keep)
+                states, inputs = states.index_select(0, keep), inputs.index_select(0, keep)
+                for router in routers:
+                    router.current = router.current.index_select(0, keep.to(router.current.device))
+                rows = [rows[i] for i in live]
+            dec = whisper.model.decoder(input_ids=inputs, encoder_hidden_states=states, past_key_values=cache, use_cache=True)
+            cache, hidden = dec.past_key_values, dec.last_hidden_state
+            if step == 0 and tokens.no_speech is not None:  # the prompt's first position is <|startoftranscript|>
+                no_speech = whisper.proj_out(hidden[:, 0]).float().softmax(-1)[:, tokens.no_speech].tolist()
+            best = vocabulary.argmax(whisper.proj_out, hidden[:, -1], mask_first if step == 0 else mask, whisper.model.decoder.layer_norm).tolist()
+            for b, token in zip(rows, best):
+                if done[b]:
+                    continue
+                if token == tokens.eot:
+                    done[b] = True
+                    continue
+                out[b].append(token)
+                if max_repeats is not None and (cut := cut_repetition(out[b], max_repeats)) is not None:
+                    out[b], done[b] = cut, True
+                elif len(out[b]) >= max_new[b]:
+                    done[b] = True
+            inputs = torch.tensor(best, device=device)[:, None]
+    finally:
+        for router, ids in zip(routers, task_ids):
+            router.current = ids
     return out, no_speech

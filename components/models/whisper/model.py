@@ -30,6 +30,7 @@ from components.models.whisper.features import FRAMES_PER_SECOND, HOP, WhisperLo
 from components.models.whisper.load import DEFAULT_MODEL, SpecialTokens, export_ct2, export_hf, hf_config, load_tokenizer, load_whisper, no_speech_id
 from components.models.whisper.segments import cut_points, join_passes
 from components.models.whisper.text import slurp_style
+from components.models.whisper.vocabulary import GreedyVocabulary
 
 TOKENIZER_FILE = "asr_tokenizer.json"
 # the transformers WhisperConfig sizes a saved cascade records to rebuild the model
@@ -90,6 +91,7 @@ class WhisperASR(ASRBackbone):
             self.tokens.no_speech = no_speech_id(tokenizer)
         self.log_mel = WhisperLogMel(self.whisper.config.num_mel_bins)
         self._space_starts = None  # (V,) bool: tokens that begin with a space, built on first use
+        self._vocabulary = GreedyVocabulary()  # greedy decoding's int8 copy of the output projection
 
     @classmethod
     def pretrained(cls, source: str = DEFAULT_MODEL, **options) -> "WhisperASR":
@@ -224,7 +226,9 @@ class WhisperASR(ASRBackbone):
         was_training = self.training
         self.eval()  # no dropout while choosing the 1-best
         try:
-            best, no_speech = greedy_decode(self.whisper, encoder_states.detach(), self.tokens, self.max_new_tokens(lengths), self.config.max_repeats)
+            best, no_speech = greedy_decode(
+                self.whisper, encoder_states.detach(), self.tokens, self.max_new_tokens(lengths), self.config.max_repeats, self._vocabulary
+            )
         finally:
             self.train(was_training)
         threshold = self.config.no_speech_threshold
