@@ -141,6 +141,20 @@ class AdapterMethod(nn.Module):
         """Method-level parameters of a new task (None: all of them live in the layers)."""
         return None
 
+    # -- the running batch's state: a decoder that drops finished rows narrows it, then puts it back
+
+    def batch_state(self) -> Any:
+        """What this method holds about the running batch (the per-row task ids), to put back later."""
+        return self.router.current
+
+    def set_batch_state(self, state: Any) -> None:
+        self.router.current = state
+
+    def keep_rows(self, index: torch.Tensor) -> None:
+        """Narrow the running batch's per-row state to its rows ``index`` (B',)."""
+        if isinstance(self.router.current, torch.Tensor):
+            self.router.current = self.router.current.index_select(0, index.to(self.router.current.device))
+
     # -- tasks
 
     def add_task(self, task: str) -> None:

@@ -23,7 +23,6 @@ from components.adapters.base import AdapterLayer, AdapterMethod, module_device
 from components.adapters.config import AdapterConfig
 from components.adapters.profiles import expand_role, glob_regex, is_time_first
 from components.adapters.registry import method_for
-from components.adapters.tasks import TaskRouter
 
 ADAPTERS = "adapters"  # attribute of the model that holds the applied methods
 
@@ -124,11 +123,11 @@ def _unwrap(model: nn.Module, path: str, layer: AdapterLayer) -> None:
     raise RuntimeError(f"adapter layer first applied at '{path}' is no longer in the model")
 
 
-def task_routers(model: nn.Module) -> list[TaskRouter]:
-    """The task routers of the adapters wrapped anywhere inside ``model``, once each: where a mixed batch's
-    per-row task ids live (a decoder that drops finished rows narrows them too)."""
-    routers = {id(m.method.router): m.method.router for m in model.modules() if isinstance(m, AdapterLayer)}
-    return list(routers.values())
+def applied_methods(model: nn.Module) -> list[AdapterMethod]:
+    """The methods of the adapter layers anywhere inside ``model`` (a submodule of the model they were
+    applied to, too), once each: what a decoder that drops finished rows narrows (AdapterMethod.keep_rows)."""
+    methods = {id(m.method): m.method for m in model.modules() if isinstance(m, AdapterLayer)}
+    return list(methods.values())
 
 
 def freeze_backbone(model: nn.Module) -> None:

@@ -108,6 +108,7 @@ class HRAMethod(AdapterMethod):
         self.stack: list[int] = []  # depth -> stack index
         self._state: tuple[int, torch.Tensor] | None = None  # (depth, h) of the last layer run in this stack's pass
         self._carry: dict[int, torch.Tensor] = {}  # stack -> its last state pooled over positions (cross_stack 'pooled')
+        self._carry_batch_dim = 0
 
     def prepare(self, targets: list[tuple[str, nn.Module]]) -> None:
         widths = {path: output_features(module) for path, module in targets}
@@ -152,10 +153,22 @@ class HRAMethod(AdapterMethod):
         if self._last(depth):
             self._state = None  # drop the graph reference after a stack's last layer
             if s < self.stack[-1] and self.config.cross_stack == "pooled":
-                self._carry[s] = pool_positions(h, batch_dim)
+                self._carry[s], self._carry_batch_dim = pool_positions(h, batch_dim), batch_dim
         else:
             self._state = (depth, h)
         return h
+
+    def batch_state(self) -> tuple:
+        return super().batch_state(), dict(self._carry)  # the decoder's later passes read the encoder's pooled state
+
+    def set_batch_state(self, state: tuple) -> None:
+        current, carry = state
+        super().set_batch_state(current)
+        self._carry = dict(carry)
+
+    def keep_rows(self, index: torch.Tensor) -> None:
+        super().keep_rows(index)
+        self._carry = {s: c.index_select(self._carry_batch_dim, index.to(c.device)) for s, c in self._carry.items()}
 
     def _entry_state(self, stack: int, x: torch.Tensor, path: str) -> torch.Tensor | None:
         if stack == 0:

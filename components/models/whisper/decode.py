@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import torch
 
-from components.adapters.inject import task_routers
+from components.adapters.inject import applied_methods
 from components.models.whisper.load import SpecialTokens
 from components.models.whisper.vocabulary import GreedyVocabulary
 
@@ -51,7 +51,7 @@ def greedy_decode(
     or None when the vocabulary has no such token).
 
     ``whisper``: a WhisperForConditionalGeneration; its decoder runs one token a step on the cache. A row
-    that has finished leaves the batch (its cache, encoder states and per-row task id with it), so the
+    that has finished leaves the batch (its cache, encoder states and adapter state, e.g. its task id, with it), so the
     later steps do no work for it. ``vocabulary``: the argmax of the logits (the caller's, to keep its
     int8 copy between calls; a fresh one otherwise)."""
     B, device = encoder_states.shape[0], encoder_states.device
@@ -63,8 +63,8 @@ def greedy_decode(
     out: list[list[int]] = [[] for _ in range(B)]
     done = [n <= 0 for n in max_new]
     rows = list(range(B))  # the original row of each row of the running batch
-    routers = [r for r in task_routers(whisper) if isinstance(r.current, torch.Tensor)]  # a mixed batch's task ids
-    task_ids = [r.current for r in routers]
+    adapters = applied_methods(whisper)  # their per-row state (a mixed batch's task ids) narrows with the batch
+    saved = [method.batch_state() for method in adapters]
     inputs, states, cache, no_speech = torch.tensor([tokens.prompt] * B, device=device), encoder_states, None, None
     try:
         for step in range(max(max_new, default=0)):
@@ -75,8 +75,8 @@ def greedy_decode(
                 keep = torch.tensor(live, device=device)
                 cache.batch_select_indices(keep)
                 states, inputs = states.index_select(0, keep), inputs.index_select(0, keep)
-                for router in routers:
-                    router.current = router.current.index_select(0, keep.to(router.current.device))
+                for method in adapters:
+                    method.keep_rows(keep)
                 rows = [rows[i] for i in live]
             dec = whisper.model.decoder(input_ids=inputs, encoder_hidden_states=states, past_key_values=cache, use_cache=True)
             cache, hidden = dec.past_key_values, dec.last_hidden_state
@@ -96,6 +96,6 @@ def greedy_decode(
                     done[b] = True
             inputs = torch.tensor(best, device=device)[:, None]
     finally:
-        for router, ids in zip(routers, task_ids):
-            router.current = ids
+        for method, state in zip(adapters, saved):
+            method.set_batch_state(state)
     return out, no_speech
