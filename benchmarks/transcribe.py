@@ -14,6 +14,11 @@ cpu_threads), alternating which goes first. Recorded per run: wall seconds of th
 (SLURP style) against the references. Then the same for one command (the clip closest to 3 s), where
 start-up decides. Figures: medians over the pairs, and the median of the per-pair ratios.
 
+Then a profile in this process (same threads): one clip, and a batch of 16, through the log-mel front
+end, the encoder, and greedy decoding split into the decoder's layers on the KV cache, the vocabulary
+argmax (int8 shortlist, components/models/whisper/vocabulary.py) and the rest (Python, cache upkeep);
+beside it, what the plain fp32 projection + argmax costs on the same hidden states.
+
 Targets (issue 28): on the clips >= 4x faster-whisper's speed at a WER no worse, peak <= 600 MiB;
 one command, whole process, <= 2 s.
 """
@@ -113,6 +118,65 @@ def compare(rows: list[dict], work: Path, pairs: int, threads: int, batch_size: 
     return {"clips": len(rows), "runs": runs, "summary": summary, "speedup_vs_faster_whisper": round(statistics.median(ratios), 3), "pair_speedups": [round(r, 3) for r in ratios]}
 
 
+def profile_in_process(rows: list[dict], threads: int) -> dict:
+    """Seconds of each phase (see the module docstring) for the first clip alone and the first 16 together."""
+    import soundfile as sf
+    import torch
+    from torch.nn.utils.rnn import pad_sequence
+
+    from components.models.whisper.decode import greedy_decode
+    from components.models.whisper.model import WhisperASR
+    from components.models.whisper.vocabulary import GreedyVocabulary
+
+    torch.set_num_threads(threads)
+    asr = WhisperASR.pretrained().eval()
+    waves = [torch.from_numpy(sf.read(CORPUS / r["noisy_path"], dtype="float32")[0]) for r in rows[:16]]
+    clock = {"decoder_layers_s": 0.0, "vocabulary_s": 0.0, "vocabulary_fp32_s": 0.0, "steps": 0}
+    decoder = asr.whisper.model.decoder
+    started = {}
+    decoder.register_forward_pre_hook(lambda *_: started.__setitem__("t", time.perf_counter()))
+    decoder.register_forward_hook(lambda *_: clock.__setitem__("decoder_layers_s", clock["decoder_layers_s"] + time.perf_counter() - started["t"]))
+    shortlist = GreedyVocabulary.argmax
+
+    def timed_argmax(self, proj_out, hidden, mask, norm=None):
+        t = time.perf_counter()
+        best = shortlist(self, proj_out, hidden, mask, norm)
+        clock["vocabulary_s"] += time.perf_counter() - t
+        t = time.perf_counter()
+        (proj_out(hidden) + mask).argmax(-1)  # the plain fp32 way, for comparison (not in the totals)
+        clock["vocabulary_fp32_s"] += time.perf_counter() - t
+        clock["steps"] += 1
+        return best
+
+    GreedyVocabulary.argmax = timed_argmax
+    out = {}
+    try:
+        for label, batch in (("one_clip", waves[:1]), ("batch_16", waves)):
+            wave, lengths = pad_sequence(batch, batch_first=True), torch.tensor([w.numel() for w in batch])
+            with torch.no_grad():
+                asr(wave, lengths)  # warm-up: the int8 copy, allocator, first-call costs
+                for key in clock:
+                    clock[key] = 0 if key == "steps" else 0.0
+                t0 = time.perf_counter()
+                features = asr.log_mel(wave, asr.frames(lengths))
+                t1 = time.perf_counter()
+                states = asr.encode_features(features)
+                t2 = time.perf_counter()
+                greedy_decode(asr.whisper, states, asr.tokens, asr.max_new_tokens(lengths), asr.config.max_repeats, asr._vocabulary)
+                t3 = time.perf_counter()
+            decode = t3 - t2 - clock["vocabulary_fp32_s"]  # without the comparison's own time
+            out[label] = {
+                "clips": len(batch), "log_mel_s": round(t1 - t0, 4), "encoder_s": round(t2 - t1, 4), "decode_s": round(decode, 4),
+                "decoder_layers_s": round(clock["decoder_layers_s"], 4), "vocabulary_s": round(clock["vocabulary_s"], 4),
+                "rest_s": round(decode - clock["decoder_layers_s"] - clock["vocabulary_s"], 4),
+                "vocabulary_fp32_s": round(clock["vocabulary_fp32_s"], 4), "decoding_steps": clock["steps"],
+            }
+            print(label, out[label], flush=True)
+    finally:
+        GreedyVocabulary.argmax = shortlist
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--clips", type=int, default=60)
@@ -134,12 +198,13 @@ def main() -> None:
         work = Path(tmp)
         many = compare(rows, work, args.pairs, args.threads, args.batch_size, "commands")
         one = compare(single, work, args.pairs, args.threads, args.batch_size, "one_command")
+    profile = profile_in_process(rows, args.threads)
     ours, theirs = many["summary"]["cascadapt"], many["summary"]["faster_whisper"]
     result = {
         "machine": describe(), "commit": commit,
         "config": {"clips": args.clips, "pairs": args.pairs, "threads": args.threads, "batch_size": args.batch_size, "snr": 20.0, "split": "test",
                    "model": "whisper-tiny.en", "faster_whisper": "int8, beam 1, no timestamps"},
-        "commands": many, "one_command": one,
+        "commands": many, "one_command": one, "profile": profile,
         "targets": {
             "speedup_at_least_4x": many["speedup_vs_faster_whisper"] >= 4,
             "wer_no_worse": ours["wer"] <= theirs["wer"],

@@ -22,6 +22,9 @@ from components.models.whisper.load import SpecialTokens
 from components.models.whisper.vocabulary import GreedyVocabulary
 
 MAX_NGRAM = 8
+# narrow the batch once this fraction of its rows is still running: each narrowing copies the KV cache
+# (the cross-attention's is B x T' frames a layer), so it is done a few times a decode, not per finished row
+NARROW_AT = 0.75
 
 
 def cut_repetition(ids: list[int], max_repeats: int) -> list[int] | None:
@@ -50,10 +53,10 @@ def greedy_decode(
     """encoder_states (B, T', d) -> (B token lists (no prompt, no end of text), B <|nospeech|> probabilities,
     or None when the vocabulary has no such token).
 
-    ``whisper``: a WhisperForConditionalGeneration; its decoder runs one token a step on the cache. A row
-    that has finished leaves the batch (its cache, encoder states and adapter state, e.g. its task id, with it), so the
-    later steps do no work for it. ``vocabulary``: the argmax of the logits (the caller's, to keep its
-    int8 copy between calls; a fresh one otherwise)."""
+    ``whisper``: a WhisperForConditionalGeneration; its decoder runs one token a step on the cache. Rows
+    that have finished leave the batch (their cache, encoder states and adapter state, e.g. task ids, with
+    them) once they are a quarter of it; until then they run on, their tokens ignored. ``vocabulary``: the
+    argmax of the logits (the caller's, to keep its int8 copy between calls; a fresh one otherwise)."""
     B, device = encoder_states.shape[0], encoder_states.device
     vocabulary = vocabulary or GreedyVocabulary()
     mask = torch.zeros(whisper.config.vocab_size, device=device)  # (V,) 0, or -inf for a suppressed token
@@ -71,7 +74,7 @@ def greedy_decode(
             live = [i for i, b in enumerate(rows) if not done[b]]
             if not live:
                 break
-            if cache is not None and len(live) < len(rows):
+            if cache is not None and len(live) <= NARROW_AT * len(rows):
                 keep = torch.tensor(live, device=device)
                 cache.batch_select_indices(keep)
                 states, inputs = states.index_select(0, keep), inputs.index_select(0, keep)
