@@ -137,6 +137,30 @@ def test_adding_a_task_leaves_the_others_untouched(model_and_batch):
     assert torch.equal(model(x, lengths), out_a)
 
 
+@pytest.mark.parametrize("method", sorted(CASES))
+def test_removing_a_task_leaves_the_others_untouched(method, model_and_batch):
+    """What a server with a bound on resident tasks relies on: drop one task, the rest answer as before."""
+    model, x, lengths = model_and_batch
+    adapter = A.add_adapter(model, CASES[method][0](), tasks=["a", "b", "c"])
+    perturb(adapter, model)
+    outputs = {}
+    for task in ("b", "c"):
+        adapter.set_task(task)
+        outputs[task] = model(x, lengths)
+    adapter.set_task(["b", "c", "b"])
+    mixed = model(x, lengths)
+    adapter.remove_task("a")
+    assert adapter.task_names == ["b", "c"]
+    assert not [n for n, _ in model.named_parameters() if ".tasks.a." in n or n.endswith(".tasks.a")]
+    for task in ("b", "c"):
+        adapter.set_task(task)
+        assert torch.equal(model(x, lengths), outputs[task]), task
+    adapter.set_task(["b", "c", "b"])  # ids shifted: the names still route each row
+    assert torch.equal(model(x, lengths), mixed)
+    with pytest.raises(KeyError, match="unknown task 'a'"):
+        adapter.remove_task("a")
+
+
 def test_accounting_per_task_and_module(model_and_batch):
     model, _, _ = model_and_batch
     A.add_adapter(model, A.PfeifferConfig(reduction_factor=4), name="p", tasks=["a", "b"])

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import random
 import shutil
 import threading
@@ -167,6 +168,35 @@ def test_a_mixed_task_batch_gives_each_request_what_it_gets_alone(runtime, utter
     with pytest.raises(RequestError, match="unknown task 'dave'") as err:
         runtime.predict(waves[:1], ["dave"])
     assert err.value.status == 404
+
+
+def test_a_bounded_runtime_loads_tasks_on_first_use_and_drops_the_least_recent(model_dir, runtime, utterances):
+    bounded = TaskRuntime.load(model_dir, device="cpu", max_resident_tasks=2)
+    assert bounded.resident_tasks == [] and bounded.tasks == TASKS
+    waves = [decode_audio(u) for u in utterances[:3]]
+    for task in TASKS + TASKS[:1]:  # alice, bob, carol (alice dropped), alice again (bob dropped)
+        assert bounded.predict(waves[:1], [task]) == runtime.predict(waves[:1], [task])
+    assert bounded.resident_tasks == ["carol", "alice"]
+    assert bounded.predict(waves, TASKS) == runtime.predict(waves, TASKS)  # a batch may need more than the bound
+    bounded.predict(waves[:1], ["bob"])
+    assert bounded.resident_tasks == ["carol", "bob"]  # after alice, bob, carol: bob used again, alice the least recent
+    with pytest.raises(ValueError, match="max_resident_tasks"):
+        TaskRuntime.load(model_dir, device="cpu", max_resident_tasks=0)
+
+
+def test_a_task_added_to_the_folder_is_served_without_a_restart(model_dir, runtime, utterances, tmp_path):
+    root = shutil.copytree(model_dir, tmp_path / "model")
+    live = TaskRuntime.load(root, device="cpu")
+    wave = decode_audio(utterances[0])
+    with pytest.raises(RequestError, match="unknown task 'dave'"):
+        live.predict([wave], ["dave"])
+    adapters = root / "adapters"
+    shutil.copy(adapters / "tasks" / "alice.safetensors", adapters / "tasks" / "dave.safetensors")  # dave: alice's adapter, renamed
+    meta = json.loads((adapters / "bundle.json").read_text())
+    (adapters / "bundle.json").write_text(json.dumps(meta | {"tasks": meta["tasks"] + ["dave"]}))
+    got = live.predict([wave], ["dave"])[0]
+    assert got | {"task": "alice"} == runtime.predict([wave], ["alice"])[0] and got["task"] == "dave"
+    assert "dave" in live.tasks
 
 
 def test_the_runtime_runs_torch_on_one_thread_whoever_calls(runtime, utterances):

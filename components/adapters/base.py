@@ -166,6 +166,18 @@ class AdapterMethod(nn.Module):
         for layer in self.layers.values():
             layer.add_task(task)
 
+    def remove_task(self, task: str) -> None:
+        """Drop ``task``'s parameters (a server evicting a task it may load again); the others are untouched."""
+        self.router.id(task)
+        if any(getattr(layer, "merged", None) == task for layer in self.layers.values()):
+            raise RuntimeError(f"{self.config.method}: task {task!r} is merged into the base weights; unmerge it first")
+        self.router.names.remove(task)
+        if isinstance(self.router.current, torch.Tensor) or self.router.current == task:
+            self.router.current = self.router.names[0] if self.router.names else None  # ids shift: set the batch's tasks again
+        for holder in [self.tasks, *(layer.tasks for layer in self.layers.values())]:
+            if task in holder:
+                del holder[task]
+
     def set_task(self, task) -> None:
         self.router.set(task)
 

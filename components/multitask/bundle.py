@@ -121,16 +121,32 @@ class TaskAdapters:
 
     # -- using
 
-    def attach(self, cascade: nn.Module) -> None:
-        """The ASR's run-time options the tasks trained with; kind adapter: apply the adapter with every task
-        of the bundle; kind full: nothing more (``use`` swaps the ASR weights per task)."""
+    def attach(self, cascade: nn.Module, tasks: list[str] | None = None) -> None:
+        """The ASR's run-time options the tasks trained with; kind adapter: apply the adapter with ``tasks``
+        (default: every task of the bundle; more come with ``load``); kind full: nothing more (``use`` swaps
+        the ASR weights per task)."""
         cascade.asr.configure(**self.asr_options)
         if self.kind == "full":
             return
         add_adapter(cascade, self.config, name=ADAPTER, tasks=())
         load_shared(cascade, self.shared_file, name=ADAPTER)
-        for task in self.tasks:
-            load_task(cascade, self.task_file(task), name=ADAPTER)
+        for task in self.tasks if tasks is None else tasks:
+            self.load(cascade, task)
+
+    def load(self, cascade: nn.Module, task: str) -> None:
+        """Load one task's adapter into the attached cascade (kind adapter)."""
+        if task not in self.tasks:
+            raise KeyError(f"bundle {self.system!r} has no task {task!r}; tasks: {self.tasks}")
+        load_task(cascade, self.task_file(task), name=ADAPTER, task=task)
+
+    def refresh(self) -> list[str]:
+        """Read bundle.json again: tasks added to the folder since (same system and kind) join ``tasks``; returns them."""
+        fresh = TaskAdapters(self.root)
+        if (fresh.system, fresh.kind) != (self.system, self.kind):
+            raise ValueError(f"{self.root}: bundle.json now holds {fresh.kind} {fresh.system!r}, not {self.kind} {self.system!r}")
+        added = [t for t in fresh.tasks if t not in self.tasks]
+        self.tasks += added
+        return added
 
     def use(self, cascade: nn.Module, task: str) -> None:
         """Make ``task`` the one the (attached) cascade runs."""

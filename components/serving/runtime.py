@@ -7,6 +7,7 @@ tasks (each row runs its own adapter). A service model folder holds what it need
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from pathlib import Path
 from typing import Sequence
 
@@ -40,16 +41,29 @@ class TaskRuntime:
     """predict(waves, tasks) -> one SLURP result a request, whatever else shares its batch.
 
     Loading and predicting run on the process's torch thread (components.serving.torch_thread), which
-    also serialises requests: the adapter's task routing is per model, one forward at a time."""
+    also serialises requests: the adapter's task routing is per model, one forward at a time.
 
-    def __init__(self, cascade: Cascade, bundle: TaskAdapters, device: str = "auto", mode: str = "e2e", no_speech_threshold: float | None = None) -> None:
+    Tasks: every task of the bundle is served. With ``max_resident_tasks`` a task's adapter loads on its
+    first request, and past the bound the least recently used one is dropped (it loads again when asked
+    for). A request for a task the bundle does not list reads its bundle.json again first: a task added
+    to the service model's adapters folder is served without a restart."""
+
+    def __init__(
+        self, cascade: Cascade, bundle: TaskAdapters, device: str = "auto", mode: str = "e2e", no_speech_threshold: float | None = None,
+        max_resident_tasks: int | None = None,
+    ) -> None:
         """mode: "e2e" (the NLU reads the 1-best through the bridge) or "text" (the 1-best text alone);
         no_speech_threshold: above it, a request's no-speech probability means nobody spoke (the ASR's
-        run-time option, where the backbone has one: Whisper; the Conformer-CTC answers every request)."""
+        run-time option, where the backbone has one: Whisper; the Conformer-CTC answers every request);
+        max_resident_tasks: how many tasks' adapters stay loaded (None: all, loaded at start)."""
         if bundle.kind != "adapter":
             raise ValueError(f"bundle {bundle.system!r} is kind {bundle.kind!r}: serving holds one backbone and switches adapters, so it needs kind 'adapter'")
         if mode not in MODES:
             raise ValueError(f"serving mode must be one of {MODES}, got {mode!r}")
+        if max_resident_tasks is not None and max_resident_tasks < 1:
+            raise ValueError(f"max_resident_tasks must be >= 1 or None, got {max_resident_tasks}")
+        self.max_resident_tasks = max_resident_tasks
+        self._resident: OrderedDict[str, None] = OrderedDict()  # loaded tasks, least recently used first
         self.device = resolve_device(device)
         self.bundle = bundle
         self.cascade = cascade
@@ -60,22 +74,34 @@ class TaskRuntime:
         run_on_torch_thread(self._attach)
 
     def _attach(self) -> None:
-        self.bundle.attach(self.cascade)
+        preload = list(self.bundle.tasks) if self.max_resident_tasks is None else []
+        self.bundle.attach(self.cascade, tasks=preload)
+        self._resident.update(dict.fromkeys(preload))
         if self._has_no_speech_gate:
             self.cascade.asr.configure(no_speech_threshold=self.no_speech_threshold)
         self.cascade.to(self.device).eval()
         self._router = get_adapter(self.cascade, ADAPTER)
 
     @classmethod
-    def load(cls, root: str | Path, device: str = "auto", mode: str = "e2e", no_speech_threshold: float | None = None) -> "TaskRuntime":
+    def load(cls, root: str | Path, device: str = "auto", mode: str = "e2e", no_speech_threshold: float | None = None,
+             max_resident_tasks: int | None = None) -> "TaskRuntime":
         root = Path(root)
-        return run_on_torch_thread(lambda: cls(load_cascade(root / CASCADE_DIR, device="cpu"), TaskAdapters(root / ADAPTERS_DIR), device, mode, no_speech_threshold))
+        return run_on_torch_thread(
+            lambda: cls(load_cascade(root / CASCADE_DIR, device="cpu"), TaskAdapters(root / ADAPTERS_DIR), device, mode, no_speech_threshold, max_resident_tasks)
+        )
 
     @property
     def tasks(self) -> list[str]:
         return list(self.bundle.tasks)
 
+    @property
+    def resident_tasks(self) -> list[str]:
+        """The tasks whose adapters are loaded now, least recently used first."""
+        return list(self._resident)
+
     def check_task(self, task: str) -> None:
+        if task not in self.bundle.tasks:
+            self.bundle.refresh()
         if task not in self.bundle.tasks:
             shown = ", ".join(self.bundle.tasks[:10]) + (", ..." if len(self.bundle.tasks) > 10 else "")
             raise RequestError(404, f"unknown task {task!r}; this service has {len(self.bundle.tasks)} tasks: {shown} (GET /v1/tasks lists them)")
@@ -85,7 +111,6 @@ class TaskRuntime:
         where the ASR heard nobody: speech false, an empty transcript, and scenario, action and intent None."""
         return run_on_torch_thread(self._predict, waves, tasks)
 
-    @torch.inference_mode()
     def _predict(self, waves: Sequence[torch.Tensor], tasks: Sequence[str]) -> list[dict]:
         if len(waves) != len(tasks):
             raise ValueError(f"{len(waves)} waveforms but {len(tasks)} tasks")
@@ -93,6 +118,11 @@ class TaskRuntime:
             return []
         for task in tasks:
             self.check_task(task)
+        self._make_resident(tasks)  # outside inference mode: adapters loaded here are ordinary parameters
+        return self._forward(waves, tasks)
+
+    @torch.inference_mode()
+    def _forward(self, waves: Sequence[torch.Tensor], tasks: Sequence[str]) -> list[dict]:
         noisy = pad_sequence(list(waves), batch_first=True).to(self.device)
         lengths = torch.tensor([len(w) for w in waves], device=self.device)
         meta = [{"utt_id": str(i), "slurp_id": -1} for i in range(len(waves))]
@@ -111,3 +141,17 @@ class TaskRuntime:
             }
             for task, (pred, transcript) in zip(tasks, results)
         ]
+
+    def _make_resident(self, tasks: Sequence[str]) -> None:
+        """Load the batch's tasks that are not; past the bound, drop the least recently used others."""
+        for task in dict.fromkeys(tasks):
+            if task in self._resident:
+                self._resident.move_to_end(task)
+            else:
+                self.bundle.load(self.cascade, task)
+                self._resident[task] = None
+        if self.max_resident_tasks is not None:
+            while len(self._resident) > max(self.max_resident_tasks, len(set(tasks))):  # a batch may need more than the bound
+                oldest = next(iter(self._resident))  # never one of this batch's: they were just moved to the end
+                self._router.remove_task(oldest)
+                del self._resident[oldest]

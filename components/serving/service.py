@@ -47,6 +47,9 @@ class ServingArgs(BaseModel):
     device: str = Field("auto", description="auto: CUDA when present")
     threads: int = Field(0, ge=0, description="torch intra-op threads; 0 keeps torch's default")
     mode: Literal["e2e", "text"] = Field("e2e", description="e2e: the NLU reads the 1-best through the bridge; text: the ASR's 1-best text alone")
+    max_resident_tasks: Optional[int] = Field(
+        None, ge=1, description="tasks whose adapters stay loaded: each loads on its first request, the least recently used is dropped past it; null loads every task at start",
+    )
     no_speech_threshold: Optional[float] = Field(
         NO_SPEECH_THRESHOLD, gt=0, le=1,
         description="Whisper's no-speech probability above which a request gets speech false and no intent (calibrated: benchmarks/no_speech.py); null answers everything",
@@ -112,7 +115,8 @@ class CascadeSLU:
     def __init__(self) -> None:
         if ARGS.threads:
             run_on_torch_thread(torch.set_num_threads, ARGS.threads)
-        self.runtime = TaskRuntime.load(Path(self.model.path), device=ARGS.device, mode=ARGS.mode, no_speech_threshold=ARGS.no_speech_threshold)
+        self.runtime = TaskRuntime.load(Path(self.model.path), device=ARGS.device, mode=ARGS.mode, no_speech_threshold=ARGS.no_speech_threshold,
+                                    max_resident_tasks=ARGS.max_resident_tasks)
         self.limits = AudioLimits(max_seconds=ARGS.max_seconds, max_bytes=ARGS.max_bytes)  # Whisper cuts longer clips into windows
         batch_on_torch_thread = lambda items: run_on_torch_thread(self.predict_batch, items)  # noqa: E731
         self.batcher = MicroBatcher(batch_on_torch_thread, ARGS.max_batch_size, ARGS.max_wait_ms, ARGS.max_queue) if ARGS.batching else None
@@ -129,6 +133,7 @@ class CascadeSLU:
         return {"model": str(self.model.tag), "system": bundle.system, "backbone": bundle.backbone, "digest": bundle.digest(), "tasks": bundle.tasks,
                 "device": str(self.runtime.device), "batching": ARGS.batching, "max_batch_size": ARGS.max_batch_size, "mode": ARGS.mode,
                 "no_speech_threshold": self.runtime.no_speech_threshold,
+                "max_resident_tasks": ARGS.max_resident_tasks, "resident_tasks": len(self.runtime.resident_tasks),
                 "max_seconds": self.limits.max_seconds}
 
     def __is_ready__(self) -> bool:
