@@ -30,11 +30,17 @@ def _hidden(norm: nn.LayerNorm, rows: int, seed: int) -> torch.Tensor:
         return norm(x)
 
 
-def test_shortlist_gives_the_fp32_argmax_even_on_near_ties(tiny_en):
-    whisper, tokens = tiny_en
+def _projection(whisper) -> tuple[nn.LayerNorm, nn.Linear]:
+    """tiny.en's final decoder norm, and a copy of its output projection for a test to edit."""
     norm = whisper.model.decoder.layer_norm
     proj = nn.Linear(norm.normalized_shape[0], whisper.config.vocab_size, bias=False)
     proj.weight.data = whisper.proj_out.weight.detach().clone()
+    return norm, proj
+
+
+def test_shortlist_gives_the_fp32_argmax_even_on_near_ties(tiny_en):
+    whisper, tokens = tiny_en
+    norm, proj = _projection(whisper)
     mask = torch.zeros(whisper.config.vocab_size)
     mask[tokens.suppress] = float("-inf")
     candidates = _hidden(norm, 256, seed=0)
@@ -61,9 +67,7 @@ def test_shortlist_gives_the_fp32_argmax_even_on_near_ties(tiny_en):
 
 def test_shortlist_follows_weights_changed_in_place(tiny_en):
     whisper, _ = tiny_en
-    norm = whisper.model.decoder.layer_norm
-    proj = nn.Linear(norm.normalized_shape[0], whisper.config.vocab_size, bias=False)
-    proj.weight.data = whisper.proj_out.weight.detach().clone()
+    norm, proj = _projection(whisper)
     mask = torch.zeros(whisper.config.vocab_size)
     h = _hidden(norm, 4, seed=1)
     vocabulary = GreedyVocabulary()
