@@ -1,4 +1,4 @@
-"""Learning rate and width of HRA and LoRA on Whisper, chosen on ``nas_val`` (never on test).
+"""Learning rate and width of HRA and LoRA (and prompt and prefix tuning) on Whisper, chosen on ``nas_val`` (never on test).
 
     python benchmarks/tune_adapters.py [--train-rows 480] [--out benchmarks/results/tune_adapters.json]
 
@@ -33,6 +33,9 @@ CANDIDATES = {
     "hra_ffn_r32": lambda: A.HRAConfig(target_modules=["@layer"], r=32, head="ffn", ffn_dim=64),
     "hra_linear_r32_norm": lambda: A.HRAConfig(target_modules=["@layer"], r=32, input_norm=True),
     "hra_ffn_r32_norm": lambda: A.HRAConfig(target_modules=["@layer"], r=32, head="ffn", ffn_dim=64, input_norm=True),
+    # as configs/multitask_extended.yaml has them: 8 learnt decoder prompts; 8 prefixes in every self-attention
+    "prompt_8": lambda: A.PromptConfig(target_modules=["@decoder"], num_virtual_tokens=8),
+    "prefix_8": lambda: A.PrefixConfig(target_modules=["@attention"], num_virtual_tokens=8),
 }
 
 
