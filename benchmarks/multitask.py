@@ -52,6 +52,16 @@ def _seconds(step) -> float:
     return (step.end_time - step.start_time).total_seconds() if step.start_time and step.end_time else 0.0
 
 
+def learning_rate(run, system: str) -> float | None:
+    """The learning rate a system trained at: its method's own train settings, or the run's train_config (None: frozen)."""
+    params = run.config.parameters or {}
+    method = (params.get("methods") or {}).get(system.split("+")[0])
+    if method is None:  # frozen: nothing trains
+        return None
+    train = method.get("train") or params.get("train_config") or {}
+    return train.get("lr")
+
+
 def system_records(run, summary, scores, new_task: str) -> list[dict]:
     """The issue's record a system (see the module docstring)."""
     seconds_per_step, convergence = {}, {}
@@ -95,7 +105,8 @@ def main() -> None:
     parser.add_argument("--lora", default="lora")
     parser.add_argument("--full", default="full_finetuning")
     parser.add_argument("--runs", type=int, default=1, help="merge the newest N runs (same data and backbone), e.g. a config run in parts; "
-                        "a system in several keeps its first (oldest) record, the others' WER go to its 'replicas'")
+                        "a system in several keeps its first (oldest) record, the others' WER go to its 'replicas' "
+                        "(trained at another learning rate, it is a system of its own: '<system>@lr<lr>')")
     parser.add_argument("--run", action="append", default=[], help="a run by name (repeat to merge, oldest first); overrides --runs")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/multitask.json"))
     args = parser.parse_args()
@@ -116,6 +127,10 @@ def main() -> None:
             unchanged = all(by_task[(grown, t)] == by_task[(args.hra, t)] for s, t in by_task.index if s == args.hra)
         for record in system_records(run, summary, scores, new_task):
             record["run"] = run.name
+            record["lr"] = learning_rate(run, record["system"])
+            first = systems.get(record["system"])
+            if first is not None and first["lr"] != record["lr"]:
+                record["system"] += f"@lr{record['lr']:g}"
             if record["system"] in systems:
                 systems[record["system"]].setdefault("replicas", []).append({"run": run.name, "wer": record["wer"]})
             else:
