@@ -101,7 +101,10 @@ class TaskRuntime:
 
     def check_task(self, task: str) -> None:
         if task not in self.bundle.tasks:
-            self.bundle.refresh()
+            try:
+                self.bundle.refresh()
+            except (OSError, ValueError):  # bundle.json mid-rewrite, or no longer this bundle: serve what is loaded
+                pass
         if task not in self.bundle.tasks:
             shown = ", ".join(self.bundle.tasks[:10]) + (", ..." if len(self.bundle.tasks) > 10 else "")
             raise RequestError(404, f"unknown task {task!r}; this service has {len(self.bundle.tasks)} tasks: {shown} (GET /v1/tasks lists them)")
