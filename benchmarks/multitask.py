@@ -5,7 +5,7 @@ against the issue's targets.
     zenml pipeline run pipelines.multitask_pipeline.multitask_pipeline -c configs/multitask.yaml
     python benchmarks/multitask.py [--out benchmarks/results/multitask.json]
 
-``systems``: one record a system with ``system``, ``wer`` (mean over the jointly trained tasks),
+``systems``: one record a system with ``system``, ``lr``, ``wer``, ``cer``, ``intent_acc``, ``slu_f1`` (means over the jointly trained tasks),
 ``wer_by_engine`` (the mean over those tasks of each TTS engine), ``wer_by_task``, ``params_per_task``,
 ``shared_params``, ``seconds_per_step`` (training only), ``step_time_ratio`` (that against per-task full
 fine-tuning's, same run), ``minutes`` (its training, new-task and evaluation steps), ``convergence`` (epochs,
@@ -87,7 +87,8 @@ def system_records(run, summary, scores, new_task: str) -> list[dict]:
         base = system.split("+")[0]
         minutes = sum(_seconds(step) for name, step in run.steps.items() if name in (f"train_{base}", f"add_task_{base}_{system.partition('+')[2]}", f"evaluate_{system.replace('+', '_')}"))
         records.append({
-            "system": system, "wer": row["wer"], "cer": row["cer"], "new_task_wer": row["new_task_wer"],
+            "system": system, "wer": row["wer"], "cer": row["cer"], "intent_acc": row.get("intent_acc"), "slu_f1": row.get("slu_f1"),
+            "new_task_wer": row["new_task_wer"],
             "wer_by_engine": {e: float(jointly[f"wer_{e}"].mean()) for e in engines if jointly[f"wer_{e}"].notna().any()},
             "wer_by_task": dict(zip(mine["task"], mine["wer"].astype(float))),
             "params_per_task": row["per_task_params"], "shared_params": row["shared_params"],
