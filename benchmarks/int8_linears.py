@@ -23,6 +23,8 @@ from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from components.models.whisper.vocabulary import pack_int8_rows  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {"fp32": lambda path: False, "encoder": lambda path: ".encoder." in path, "decoder": lambda path: ".decoder." in path,
             "encoder_and_decoder": lambda path: True}
@@ -36,10 +38,7 @@ class Int8Linear(nn.Linear):
             return super().forward(x)
         key = (self.weight.data_ptr(), self.weight._version)
         if getattr(self, "_int8_key", None) != key:
-            w = self.weight.detach()
-            scales = w.abs().amax(1).clamp_min(1e-12) / 127
-            q = torch.quantize_per_channel(w, scales.double(), torch.zeros(w.shape[0], dtype=torch.long), 0, torch.qint8)
-            self._packed = torch.ops.quantized.linear_prepack(q, None if self.bias is None else self.bias.detach())
+            self._packed, _ = pack_int8_rows(self.weight.detach(), None if self.bias is None else self.bias.detach())
             self._int8_key = key
         return torch.ops.quantized.linear_dynamic(x.reshape(-1, x.shape[-1]), self._packed, True).reshape(*x.shape[:-1], -1)
 

@@ -28,6 +28,14 @@ from torch import nn
 _ENGINES = ("x86", "fbgemm")
 
 
+def pack_int8_rows(weight: torch.Tensor, bias: torch.Tensor | None = None) -> tuple[object, torch.Tensor]:
+    """weight (out, in) -> (fbgemm's packed int8 copy, one scale per row = max|row| / 127 (out,)), for
+    torch.ops.quantized.linear_dynamic."""
+    scales = weight.abs().amax(1).clamp_min(1e-12) / 127
+    qweight = torch.quantize_per_channel(weight, scales.double(), torch.zeros_like(scales, dtype=torch.long), 0, torch.qint8)
+    return torch.ops.quantized.linear_prepack(qweight, bias), scales
+
+
 class GreedyVocabulary:
     """argmax over the vocabulary of ``proj_out(hidden) + mask``: a (V,) mask of 0 and -inf keeps tokens out.
 
@@ -59,10 +67,8 @@ class GreedyVocabulary:
             self._shift = shift.clone()
             folded = weight * self._gain  # (V, d)
             self._constant = weight @ self._shift  # (V,)
-            self._scales = folded.abs().amax(1).clamp_min(1e-12) / 127  # (V,)
+            self._packed, self._scales = pack_int8_rows(folded)  # scales (V,)
             self._row_l1 = folded.abs().sum(1)  # (V,)
-            qweight = torch.quantize_per_channel(folded, self._scales.double(), torch.zeros_like(self._scales, dtype=torch.long), 0, torch.qint8)
-            self._packed = torch.ops.quantized.linear_prepack(qweight, None)
             self._key = key
         return True
 
