@@ -17,7 +17,9 @@ machine as the server.
 
 1. Latency: p50/p99 of sequential requests (one client, after warm-up), batching on.
 2. Throughput (requests/s): one client (the latency run) and --clients concurrent clients, batching on
-   and off (``--arg batching=false``); the batch sizes the responses report (timings.batch_size).
+   and off (``--arg batching=false``); the batch sizes the responses report (timings.batch_size). Then
+   mixed-task batches: the same clients, batching on, client i asking for the i-th of --clients of the
+   bundle's tasks, so that every batch holds rows of different tasks (one forward, each row its own adapter).
 3. Memory: VmRSS summed over the server's process tree (and over its worker processes alone) after
    warm-up and a few requests, for a service model of 1 task and one of 64 tasks (copies of one
    production task's adapter, renamed task_000 ...).
@@ -27,7 +29,7 @@ machine as the server.
    torch thread; server_side_overhead and http_client_ms say which side the overhead is on.
 
 Targets: memory with 64 tasks <= 1.1x one task; adaptive batching >= 2x sequential throughput;
-service overhead <= 20 % of the in-process time.
+service overhead <= 20 % of the in-process time; mixed-task batches >= 0.9x single-task ones.
 """
 
 from __future__ import annotations
@@ -54,7 +56,7 @@ from components.serving.local import free_port, serve_locally  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SERVICE = "components.serving.service:CascadeSLU"
-TARGET = {"memory_64_over_1_max": 1.1, "batched_over_sequential_min": 2.0, "overhead_max": 0.20}
+TARGET = {"memory_64_over_1_max": 1.1, "batched_over_sequential_min": 2.0, "overhead_max": 0.20, "mixed_over_single_min": 0.9}
 WARMUP = 5
 ROUNDS = 5  # the service-overhead comparison's interleaved blocks
 
@@ -132,16 +134,18 @@ def session():
     return s
 
 
-def run_clients(url: str, audio: bytes, task: str, n: int, clients: int) -> tuple[list[dict], float]:
-    """``n`` requests from ``clients`` threads, each sending its next request when its last one is answered; (results, wall seconds)."""
+def run_clients(url: str, audio: bytes, task: str | list[str], n: int, clients: int) -> tuple[list[dict], float]:
+    """``n`` requests from ``clients`` threads, each sending its next request when its last one is answered
+    (client i asks for task ``task[i % len(task)]`` when given a list); (results, wall seconds)."""
     counter, results = itertools.count(), []
+    tasks = [task] if isinstance(task, str) else task
 
-    def client() -> None:
+    def client(i: int) -> None:
         with session() as s:
             while next(counter) < n:
-                results.append(post(s, url, audio, task))
+                results.append(post(s, url, audio, tasks[i % len(tasks)]))
 
-    workers = [threading.Thread(target=client) for _ in range(clients)]
+    workers = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
     start = time.perf_counter()
     for w in workers:
         w.start()
@@ -178,7 +182,7 @@ def sequential(url: str, audio: bytes, task: str, n: int) -> dict:
     return summarize(*run_clients(url, audio, task, n, 1))
 
 
-def concurrent(url: str, audio: bytes, task: str, n: int, clients: int) -> dict:
+def concurrent(url: str, audio: bytes, task: str | list[str], n: int, clients: int) -> dict:
     run_clients(url, audio, task, clients, clients)  # warm-up: one request a client
     return summarize(*run_clients(url, audio, task, n, clients))
 
@@ -276,6 +280,7 @@ def main() -> None:
         audio = (REPO / "data/target" / utterance["noisy_path"]).read_bytes()
         source |= {"system": bundle.system, "tasks": len(bundle.tasks), "backbone": bundle.backbone, "digest": bundle.digest()}
         print(f"{source}\nutterance {utterance['utt_id']} ({utterance['duration']:.2f} s), task {task}", flush=True)
+        mixed_tasks = [task] + [t for t in bundle.tasks if t != task][: args.clients - 1]  # one task a client
         tags = {"full": save_service_model(cascade, bundle)}
         for n in args.memory_tasks:
             tags[n] = save_service_model(cascade, copies_of_task(bundle, task, n, work / f"bundle_{n}"))
@@ -289,6 +294,8 @@ def main() -> None:
             print(f"sequential, batching on: {results['sequential']}\nin-process: {local}", flush=True)
             results["batched"] = concurrent(url, audio, task, args.concurrent_requests, args.clients)
             print(f"{args.clients} clients, batching on: {results['batched']}", flush=True)
+            results["batched_mixed"] = concurrent(url, audio, mixed_tasks, args.concurrent_requests, args.clients)
+            print(f"{args.clients} clients over {len(mixed_tasks)} tasks, batching on: {results['batched_mixed']}", flush=True)
         with server(tags["full"], log=work / "unbatched.log", batching=False, **serve) as (url, _, startup["unbatched"]):
             results["sequential_unbatched"] = sequential(url, audio, task, args.requests)
             print(f"sequential, batching off: {results['sequential_unbatched']}", flush=True)
@@ -306,11 +313,12 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     lo, hi = args.memory_tasks
-    seq, bat, unb = results["sequential"], results["batched"], results["unbatched"]
+    seq, bat, unb, mix = results["sequential"], results["batched"], results["unbatched"], results["batched_mixed"]
     figures = {
         "latency_p50_ms": seq["p50_ms"], "latency_p99_ms": seq["p99_ms"],
         "sequential_rps": seq["requests_per_s"], "batched_rps": bat["requests_per_s"], "unbatched_rps": unb["requests_per_s"],
         "batched_over_sequential": bat["requests_per_s"] / seq["requests_per_s"], "batched_over_unbatched": bat["requests_per_s"] / unb["requests_per_s"],
+        "mixed_rps": mix["requests_per_s"], "mixed_over_single_task": mix["requests_per_s"] / bat["requests_per_s"],
         "memory_tree_over_1": memory[hi]["tree_mib"] / memory[lo]["tree_mib"], "memory_workers_over_1": memory[hi]["workers_mib"] / memory[lo]["workers_mib"],
         "in_process_p50_ms": local["p50_ms"], "overhead": seq["p50_ms"] / local["p50_ms"] - 1,
         # where the overhead is: HTTP and the client (client p50 - the server's own total), and the server's work against in-process
@@ -320,11 +328,13 @@ def main() -> None:
         "memory_many_over_one_task": {"value": figures["memory_tree_over_1"], "max": TARGET["memory_64_over_1_max"]},
         "batched_over_sequential": {"value": figures["batched_over_sequential"], "min": TARGET["batched_over_sequential_min"]},
         "service_overhead": {"value": figures["overhead"], "max": TARGET["overhead_max"]},
+        "mixed_over_single_task": {"value": figures["mixed_over_single_task"], "min": TARGET["mixed_over_single_min"]},
     }
     for t in targets.values():
         t["pass"] = t["value"] <= t["max"] if "max" in t else t["value"] >= t["min"]
     result = {
         "machine": describe(), "source": source, "utterance": utterance | {"task": task, "bytes": len(audio)},
+        "mixed_tasks": mixed_tasks,
         "settings": {"threads": args.threads, "device": args.device, "requests": args.requests, "concurrent_requests": args.concurrent_requests,
                      "clients": args.clients, "warmup": WARMUP, "memory_requests": args.memory_requests, "max_batch_size": args.max_batch_size, "quick": args.quick},
         "load_average": {"start": load_start, "end": os.getloadavg()}, "startup_s": startup, "figures": figures, "targets": targets, "results": results, "in_process": local,
@@ -341,6 +351,8 @@ def main() -> None:
         (f"throughput {args.clients} clients, no batching", f"{unb['requests_per_s']:.2f} req/s", f"mean batch {unb.get('mean_batch_size', 0):.1f}"),
         ("batched / sequential", f"{figures['batched_over_sequential']:.2f}x", f">= {TARGET['batched_over_sequential_min']}x  {verdict(targets['batched_over_sequential'])}"),
         ("batched / unbatched", f"{figures['batched_over_unbatched']:.2f}x", ""),
+        (f"throughput {args.clients} clients, {len(mixed_tasks)} tasks", f"{mix['requests_per_s']:.2f} req/s", f"mean batch {mix.get('mean_batch_size', 0):.1f}"),
+        ("mixed-task / single-task batches", f"{figures['mixed_over_single_task']:.2f}x", f">= {TARGET['mixed_over_single_min']}x  {verdict(targets['mixed_over_single_task'])}"),
         (f"RSS tree {lo} / {hi} tasks", f"{memory[lo]['tree_mib']:.0f} / {memory[hi]['tree_mib']:.0f} MiB", ""),
         (f"RSS {hi} / {lo} tasks (tree; workers)", f"{figures['memory_tree_over_1']:.3f}x; {figures['memory_workers_over_1']:.3f}x",
          f"<= {TARGET['memory_64_over_1_max']}x  {verdict(targets['memory_many_over_one_task'])}"),

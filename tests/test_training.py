@@ -202,6 +202,17 @@ def test_a_checkpoint_of_other_parameters_is_refused_by_folder(tmp_path):
         train(model, noisy_mse, data, config(max_steps=6, checkpoint_dir=str(folder), checkpoint_every=3))
 
 
+def test_a_checkpoint_of_other_optimizer_settings_is_refused(tmp_path):
+    """A changed learning rate must not silently continue (or skip, when finished) the old run."""
+    folder = tmp_path / "run"
+    model, data, _ = make_problem()
+    train(model, noisy_mse, data, config(max_steps=3, checkpoint_dir=str(folder), checkpoint_every=3))
+    model, _, _ = make_problem()
+    with pytest.raises(ValueError, match=r"other settings \(\{'lr': '.* -> 0.5'\}\); move it away"):
+        train(model, noisy_mse, data, config(max_steps=6, lr=0.5, checkpoint_dir=str(folder), checkpoint_every=3))
+    assert sorted(p.name for p in folder.glob("ckpt-*.pt")) == ["ckpt-00000003.pt"]  # left as it was
+
+
 def test_checkpoints_load_without_pickle_and_survive_partial_files(tmp_path):
     folder = tmp_path / "run"
     model, data, val = make_problem()

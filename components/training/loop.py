@@ -337,6 +337,8 @@ def train(
         raise ValueError(f"bucket_by_length needs a train_set with a `lengths` attribute; {type(train_set).__name__} has none")
     total_steps = cfg.max_epochs * n_batches  # the schedule's plan; max_steps only cuts it short (a later run continues it)
     data_key = {"n": len(train_set), "batch_size": cfg.batch_size, "seed": cfg.seed, "bucket_by_length": cfg.bucket_by_length}
+    # what the optimizer's trajectory depends on: a resume under other values would silently mix two runs
+    plan_key = {k: getattr(cfg, k) for k in ("lr", "lr_scale", "weight_decay", "grad_clip", "warmup_steps", "schedule")}
     emit = on_metrics if on_metrics is not None and ranks.is_main else (lambda record: None)
 
     p, best_state, resumed_from = _Progress(), None, None
@@ -346,6 +348,11 @@ def train(
     if ckpt is not None:
         if ckpt.state["data"] != data_key:
             raise ValueError(f"checkpoint in {cfg.checkpoint_dir} was made with {ckpt.state['data']}, not {data_key}")
+        saved_plan = ckpt.state.get("plan", plan_key)  # checkpoints written before the plan was recorded
+        if saved_plan != plan_key:
+            changed = {k: f"{saved_plan.get(k)!r} -> {v!r}" for k, v in plan_key.items() if saved_plan.get(k) != v}
+            raise ValueError(f"checkpoint in {cfg.checkpoint_dir} (step {ckpt.step}) was trained with other settings ({changed}); "
+                             "move it away to train afresh, or restore the settings to resume")
         try:
             _load_trained(model, ckpt.model_state)
             opt.load_state_dict(ckpt.state["optimizer"])
@@ -390,6 +397,7 @@ def train(
         state = {
             "format": 1,
             "data": data_key,
+            "plan": plan_key,
             "progress": asdict(p),
             "optimizer": opt.state_dict(),
             "scaler": scaler.state_dict(),
