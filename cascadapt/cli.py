@@ -201,12 +201,12 @@ def transcribe(model_spec, manifest, out, text_style, context, batch_size, no_sp
     from tqdm.auto import tqdm
 
     from components.data.atomic import atomic_write_text
-    from components.data.manifest import ManifestError, read_manifest, resolve_audio
+    from components.data.manifest import ManifestError, read_manifest_rows, resolve_audio
     from components.models.transcription import transcribe_waves
     from components.serving.audio import to_model_rate
 
     try:
-        rows = read_manifest(manifest, required=("utt_id", "noisy_path")).to_dict("records")
+        rows = read_manifest_rows(manifest, required=("utt_id", "noisy_path"))
     except ManifestError as e:
         raise click.ClickException(str(e)) from None
     model = _load_recogniser(model_spec, context)

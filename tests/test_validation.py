@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from components.data.corpus import CorpusConfig, build_corpus
-from components.data.manifest import COLUMNS, ManifestError, read_manifest, write_manifest
+from components.data.manifest import COLUMNS, ManifestError, read_manifest, read_manifest_rows, write_manifest
 from components.data.slurp import read_slurp
 from components.data.speakers import Speaker
 from components.data.validation import (
@@ -224,6 +224,21 @@ def test_manifest_level_problems_raise(copy):
         validate_manifest(copy)
     with pytest.raises(ManifestError, match="no such manifest"):
         validate_manifest(copy.parent / "absent.jsonl")
+
+
+def test_manifest_rows_read_without_pandas_match_the_frame(copy):
+    """transcribe's reader (plain dicts, no pandas for JSONL) gives read_manifest's rows and its errors."""
+    df = read_manifest(copy)
+    assert read_manifest_rows(copy) == df.to_dict("records")
+    csv = copy.with_suffix(".csv")
+    df.to_csv(csv, index=False)
+    assert [r["utt_id"] for r in read_manifest_rows(csv, required=("utt_id",))] == df["utt_id"].tolist()
+    df.drop(columns=["noisy_path"]).to_json(copy, orient="records", lines=True)
+    with pytest.raises(ManifestError, match=f"{copy}: missing column\\(s\\) noisy_path"):
+        read_manifest_rows(copy, required=("utt_id", "noisy_path"))
+    copy.write_text('{"utt_id": "a", "noisy_path": "a.flac"}\n{broken\n')
+    with pytest.raises(ManifestError, match=f"{copy}:2: malformed JSON"):
+        read_manifest_rows(copy)
 
 
 def test_load_label_set(tmp_path):

@@ -531,3 +531,19 @@ def test_ct2_export_round_trips_a_merged_lora_and_ctranslate2_decodes_it_as_we_d
     A.add_adapter(with_hra.whisper, A.HRAConfig(target_modules=["@layer"], r=4), name="hra")
     with pytest.raises(ValueError, match="adapter layers .*LoRA folds into the weights"):
         with_hra.export_ct2(tmp_path / "refused")
+
+
+def test_loading_whisper_imports_no_unused_backend():
+    """Start-up: transformers' Whisper comes without scikit-learn and scipy (assisted decoding's and object
+    detection's backends), and transformers' own flags are left as they were."""
+    code = (
+        "import sys, transformers.utils.import_utils as flags\n"
+        "before = (flags._sklearn_available, flags._scipy_available)\n"
+        "from components.models.whisper.load import load_whisper\n"
+        "model, *_ = load_whisper()\n"
+        "assert (flags._sklearn_available, flags._scipy_available) == before, before\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'sklearn', 'scipy', 'pandas'}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().splitlines()[-1] == "[]"

@@ -9,11 +9,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable
 from pathlib import Path
-
-import pandas as pd
+from typing import TYPE_CHECKING
 
 from components.data.atomic import atomic_path
 from components.data.jsonl import iter_jsonl
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COLUMNS = {
     "utt_id": str,
@@ -56,10 +58,9 @@ def read_manifest(path: str | os.PathLike, required: Iterable[str] = tuple(COLUM
 
     Values are not type-checked here: validation reports bad rows one by one.
     """
-    path = Path(path)
-    _check_format(path)
-    if not path.is_file():
-        raise ManifestError(f"{path}: no such manifest")
+    import pandas as pd  # here, not at the top: a one-file transcribe reads its manifest without it (read_manifest_rows)
+
+    path = _existing(path)
     if path.suffix == ".jsonl":
         df = pd.DataFrame([row for _, row in iter_jsonl(path, ManifestError)])
     elif path.suffix == ".csv":
@@ -72,10 +73,32 @@ def read_manifest(path: str | os.PathLike, required: Iterable[str] = tuple(COLUM
             df = pd.read_parquet(path)
         except Exception as e:  # pyarrow raises several unrelated types for a bad file
             raise ManifestError(f"{path}: unreadable parquet ({e})") from None
-    missing = [c for c in required if c not in df.columns]
+    _check_columns(path, df.columns, required)
+    return df
+
+
+def read_manifest_rows(path: str | os.PathLike, required: Iterable[str] = tuple(COLUMNS)) -> list[dict]:
+    """read_manifest's rows as dicts; a JSONL manifest is read without pandas (~0.3 s of a one-command start-up)."""
+    path = _existing(path)
+    if path.suffix != ".jsonl":
+        return read_manifest(path, required).to_dict("records")
+    rows = [row for _, row in iter_jsonl(path, ManifestError)]
+    _check_columns(path, {c for row in rows for c in row}, required)
+    return rows
+
+
+def _existing(path: str | os.PathLike) -> Path:
+    path = Path(path)
+    _check_format(path)
+    if not path.is_file():
+        raise ManifestError(f"{path}: no such manifest")
+    return path
+
+
+def _check_columns(path: Path, columns: Iterable[str], required: Iterable[str]) -> None:
+    missing = [c for c in required if c not in set(columns)]
     if missing:
         raise ManifestError(f"{path}: missing column(s) {', '.join(missing)}")
-    return df
 
 
 def write_manifest(df: pd.DataFrame, path: str | os.PathLike) -> Path:

@@ -145,9 +145,31 @@ def hf_config(dims: dict):
     return WhisperConfig(**dims, pad_token_id=eot, bos_token_id=eot + 1, eos_token_id=eot, decoder_start_token_id=eot + 1)
 
 
+# transformers' own availability flags for backends its modeling and generation modules import when
+# installed, though Whisper never runs what needs them: scikit-learn (assisted decoding's roc_curve) and
+# scipy (object-detection losses). Importing them is ~1 s of a one-command start-up (benchmarks/transcribe.py).
+_UNUSED_BACKENDS = ("_sklearn_available", "_scipy_available")
+
+
+def whisper_class():
+    """transformers' WhisperForConditionalGeneration, imported without the backends Whisper does not use.
+    The flags are restored at once: only the modules imported here skip them."""
+    import transformers.utils.import_utils as flags
+
+    saved = {name: getattr(flags, name) for name in _UNUSED_BACKENDS if hasattr(flags, name)}
+    try:
+        for name in saved:
+            setattr(flags, name, False)
+        from transformers import WhisperForConditionalGeneration
+    finally:
+        for name, value in saved.items():
+            setattr(flags, name, value)
+    return WhisperForConditionalGeneration
+
+
 def load_whisper(spec: str | Path = DEFAULT_MODEL):
     """(WhisperForConditionalGeneration in float32 eval mode, tokenizer, SpecialTokens, WhisperFiles)."""
-    from transformers import WhisperForConditionalGeneration
+    WhisperForConditionalGeneration = whisper_class()
 
     files = whisper_files(spec)
     if files.format == "ct2":

@@ -27,7 +27,7 @@ from torch.nn.utils.rnn import pad_sequence
 from components.models.backbone import ASRBackbone, register_backbone
 from components.models.whisper.decode import greedy_decode
 from components.models.whisper.features import FRAMES_PER_SECOND, HOP, WhisperLogMel, frames_for
-from components.models.whisper.load import DEFAULT_MODEL, SpecialTokens, export_ct2, export_hf, hf_config, load_tokenizer, load_whisper, no_speech_id
+from components.models.whisper.load import DEFAULT_MODEL, SpecialTokens, export_ct2, export_hf, hf_config, load_tokenizer, load_whisper, no_speech_id, whisper_class
 from components.models.whisper.segments import cut_points, join_passes
 from components.models.whisper.text import slurp_style
 from components.models.whisper.vocabulary import GreedyVocabulary
@@ -78,12 +78,10 @@ class WhisperASR(ASRBackbone):
         """``whisper``/``tokenizer`` as loaded by ``pretrained``; without ``whisper``, the architecture of
         ``config.dims`` on the meta device (no memory), for a caller that loads the weights (load_state_dict_file)."""
         super().__init__()
-        from transformers import WhisperForConditionalGeneration
-
         self.config = config
         if whisper is None:
             with torch.device("meta"):
-                whisper = WhisperForConditionalGeneration(hf_config(config.dims))
+                whisper = whisper_class()(hf_config(config.dims))
         self.whisper = whisper
         self.tokenizer = tokenizer
         self.tokens = SpecialTokens(**config.tokens)
