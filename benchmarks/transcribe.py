@@ -14,6 +14,10 @@ cpu_threads), alternating which goes first. Recorded per run: wall seconds of th
 (SLURP style) against the references. Then the same for one command (the clip closest to 3 s), where
 start-up decides. Figures: medians over the pairs, and the median of the per-pair ratios.
 
+Start-up, phase by phase, in --pairs fresh processes: import torch, import transformers' Whisper, load
+the weights, the first clip (with its first-call costs) and the same clip again; seconds and resident
+memory after each phase.
+
 Then a profile in this process (same threads): one clip, and a batch of 16, through the log-mel front
 end, the encoder, and greedy decoding split into the decoder's layers on the KV cache, the vocabulary
 argmax (int8 shortlist, components/models/whisper/vocabulary.py) and the rest (Python, cache upkeep);
@@ -89,6 +93,59 @@ def faster_whisper_worker(model_dir: str, manifest: str, out: str, threads: int)
         segments, _ = model.transcribe(row["noisy_path"], language="en", beam_size=1, without_timestamps=True, condition_on_previous_text=False)
         lines.append(json.dumps({"file": row["utt_id"], "slurp_id": row["slurp_id"], "transcript": " ".join(s.text for s in segments)}))
     Path(out).write_text("".join(line + "\n" for line in lines))
+
+
+def rss_mib() -> float:
+    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:")) / 1024
+
+
+def startup_worker(clip: str, threads: int) -> None:
+    """One fresh process's start-up, phase by phase (seconds, and resident MiB after each): import torch,
+    import transformers' Whisper, load the weights, the first transcription of ``clip`` (with its first-call
+    costs), and the same clip again. Prints one JSON line."""
+    t, record = time.perf_counter(), {}
+
+    def mark(phase: str) -> None:
+        nonlocal t
+        now = time.perf_counter()
+        record[phase] = {"s": round(now - t, 3), "rss_mib": round(rss_mib(), 1)}
+        t = now
+
+    import torch
+
+    torch.set_num_threads(threads)
+    mark("import_torch")
+    from components.models.whisper.load import whisper_class
+    from components.models.whisper.model import WhisperASR
+
+    whisper_class()
+    mark("import_whisper")
+    asr = WhisperASR.pretrained().eval()
+    mark("load_weights")
+    import soundfile as sf
+
+    wave = torch.from_numpy(sf.read(clip, dtype="float32")[0])[None]
+    lengths = torch.tensor([wave.shape[1]])
+    with torch.no_grad():
+        asr(wave, lengths)
+        mark("first_clip")
+        asr(wave, lengths)
+        mark("second_clip")
+    print(json.dumps(record))
+
+
+def startup(clip: Path, runs: int, threads: int) -> dict:
+    """startup_worker in ``runs`` fresh processes: each phase's median seconds and resident MiB."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    records = []
+    for _ in range(runs):
+        out = subprocess.run([sys.executable, __file__, "--startup-worker", str(clip), "--threads", str(threads)], env=env, cwd=REPO, capture_output=True, text=True)
+        if out.returncode != 0:
+            raise SystemExit(f"start-up worker failed:\n{out.stderr[-3000:]}")
+        records.append(json.loads(out.stdout.strip().splitlines()[-1]))
+        print(f"start-up {records[-1]}", flush=True)
+    return {phase: {"median_s": statistics.median(r[phase]["s"] for r in records), "rss_mib": statistics.median(r[phase]["rss_mib"] for r in records)}
+            for phase in records[0]} | {"runs": records}
 
 
 def compare(rows: list[dict], work: Path, pairs: int, threads: int, batch_size: int, label: str) -> dict:
@@ -185,9 +242,13 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/transcribe.json"))
     parser.add_argument("--faster-whisper-worker", nargs=3, metavar=("MODEL_DIR", "MANIFEST", "OUT"), help=argparse.SUPPRESS)
+    parser.add_argument("--startup-worker", metavar="CLIP", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.faster_whisper_worker:
         faster_whisper_worker(*args.faster_whisper_worker, args.threads)
+        return
+    if args.startup_worker:
+        startup_worker(args.startup_worker, args.threads)
         return
     from benchmarks.machine import describe, git_commit
 
@@ -198,13 +259,14 @@ def main() -> None:
         work = Path(tmp)
         many = compare(rows, work, args.pairs, args.threads, args.batch_size, "commands")
         one = compare(single, work, args.pairs, args.threads, args.batch_size, "one_command")
+    start_up = startup(CORPUS / single[0]["noisy_path"], args.pairs, args.threads)
     profile = profile_in_process(rows, args.threads)
     ours, theirs = many["summary"]["cascadapt"], many["summary"]["faster_whisper"]
     result = {
         "machine": describe(), "commit": commit,
         "config": {"clips": args.clips, "pairs": args.pairs, "threads": args.threads, "batch_size": args.batch_size, "snr": 20.0, "split": "test",
                    "model": "whisper-tiny.en", "faster_whisper": "int8, beam 1, no timestamps"},
-        "commands": many, "one_command": one, "profile": profile,
+        "commands": many, "one_command": one, "startup": start_up, "profile": profile,
         "targets": {
             "speedup_at_least_4x": many["speedup_vs_faster_whisper"] >= 4,
             "wer_no_worse": ours["wer"] <= theirs["wer"],
