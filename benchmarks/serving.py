@@ -270,8 +270,10 @@ def main() -> None:
     os.environ.update(BENTOML_HOME=str(home), BENTOML_DO_NOT_TRACK="true", ZENML_ANALYTICS_OPT_IN=os.environ.get("ZENML_ANALYTICS_OPT_IN", "false"))
     import bentoml  # after BENTOML_HOME
 
-    from benchmarks.machine import describe
+    from benchmarks.machine import describe, git_commit
     from components.serving.package import save_service_model
+
+    commit = git_commit()
 
     load_start = os.getloadavg()  # a shared machine: what else ran shows here
     try:
@@ -333,7 +335,7 @@ def main() -> None:
     for t in targets.values():
         t["pass"] = t["value"] <= t["max"] if "max" in t else t["value"] >= t["min"]
     result = {
-        "machine": describe(), "source": source, "utterance": utterance | {"task": task, "bytes": len(audio)},
+        "machine": describe(), "commit": commit, "source": source, "utterance": utterance | {"task": task, "bytes": len(audio)},
         "mixed_tasks": mixed_tasks,
         "settings": {"threads": args.threads, "device": args.device, "requests": args.requests, "concurrent_requests": args.concurrent_requests,
                      "clients": args.clients, "warmup": WARMUP, "memory_requests": args.memory_requests, "max_batch_size": args.max_batch_size, "quick": args.quick},
