@@ -137,6 +137,29 @@ def test_requests_that_arrive_while_the_model_is_busy_form_the_next_batch():
     assert [size for _, size in results] == [1, 4, 4, 4, 4, 4, 4, 4, 4, 1]
 
 
+def test_clients_a_batch_answered_form_the_next_batch_together():
+    """Closed-loop clients who come back a few ms apart are not split into a batch of one and one of the rest."""
+    seen = []
+
+    def slow(items):
+        seen.append(len(items))
+        time.sleep(0.1)
+        return items
+
+    async def client(batcher, i):
+        for _ in range(4):
+            await batcher.submit(i)
+            await asyncio.sleep(0.001 * i)  # the answered clients come back 0-7 ms apart
+
+    async def main():
+        batcher = MicroBatcher(slow, max_batch_size=8)
+        await asyncio.gather(*(client(batcher, i) for i in range(8)))
+        batcher.close()
+
+    asyncio.run(main())
+    assert seen == [8, 8, 8, 8], seen  # without the refill wait: 8, 1, 7, 1, 7, ...
+
+
 def test_a_failing_batch_fails_its_callers_and_the_batcher_goes_on():
     def fn(items):
         if "bad" in items:

@@ -19,6 +19,7 @@ class TaskRouter:
     def __init__(self) -> None:
         self.names: list[str] = []
         self.current: str | torch.Tensor | None = None
+        self._grouped: tuple | None = None  # _mixed()'s answer for the current ids tensor
 
     def add(self, task: str) -> int:
         if not isinstance(task, str) or not TASK_NAME.match(task):
@@ -66,8 +67,23 @@ class TaskRouter:
             raise RuntimeError("no task: add one with add_task() before running the model")
         if isinstance(self.current, str):
             return [(self.current, None)]
+        return self._mixed()[1]
+
+    def row_tasks(self) -> tuple[list[str], torch.Tensor]:
+        """A mixed batch's distinct tasks (as groups() orders them) and each row's index among them (B,)."""
+        if not isinstance(self.current, torch.Tensor):
+            raise RuntimeError(f"row_tasks is for a batch of mixed tasks; the batch is all {self.current!r}")
+        _, groups, inverse = self._mixed()
+        return [task for task, _ in groups], inverse
+
+    def _mixed(self) -> tuple[torch.Tensor, list, torch.Tensor]:
+        """(ids, groups, each row's group) of the current ids, computed once a batch, not once a layer: a new
+        batch (set, keep_rows) assigns a new tensor."""
         ids = self.current
-        return [(self.names[int(t)], (ids == t).nonzero().flatten()) for t in ids.unique().tolist()]
+        if self._grouped is None or self._grouped[0] is not ids:
+            unique, inverse = ids.unique(return_inverse=True)
+            self._grouped = (ids, [(self.names[int(t)], (ids == t).nonzero().flatten()) for t in unique.tolist()], inverse)
+        return self._grouped
 
     def ids_tensor(self, batch: int, device: torch.device) -> torch.Tensor:
         """Current task id of each row (B,)."""

@@ -12,7 +12,6 @@ from components.adapters.base import AdapterLayer, AdapterMethod
 from components.adapters.inject import get_adapter, remove_adapter
 from components.adapters.lora.config import LoraConfig
 from components.adapters.registry import register
-from components.adapters.tasks import per_task
 
 LINEAR_LIKE = (nn.Linear, ProjectionSlice)
 
@@ -56,11 +55,28 @@ class LoraLayer(AdapterLayer):
             if len(groups) != 1 or groups[0][0] != self.merged:
                 raise RuntimeError(f"LoRA at '{self.path}' is merged for task {self.merged!r}; unmerge() before running {[g[0] for g in groups]}")
             return out
-        return out + per_task(self.method.router, x, self.batch_dim, self._update)
+        groups = self.method.router.groups()
+        if len(groups) == 1:
+            return out + self._update(groups[0][0], x)
+        return out + self._row_updates(x)
 
     def _update(self, task: str, x: torch.Tensor) -> torch.Tensor:
         lora = self.tasks[task]
         return lora["lora_B"](lora["lora_A"](self.dropout(x))) * self.scaling
+
+    def _row_updates(self, x: torch.Tensor) -> torch.Tensor:
+        """A mixed batch: every row through its own task's A and B as two batched matmuls over the rows,
+        not a pair of small matmuls (and a gather and a scatter) for each task of the batch."""
+        tasks, which = self.method.router.row_tasks()  # which: (B,) the row's task among tasks
+        rows, which = x.size(self.batch_dim), which.to(x.device)
+        if which.numel() != rows:
+            raise ValueError(f"task ids for {which.numel()} rows, but dim {self.batch_dim} of the input has {rows}")
+        A = torch.stack([self.tasks[task]["lora_A"].weight for task in tasks]).index_select(0, which)  # (B, r, in)
+        B = torch.stack([self.tasks[task]["lora_B"].weight for task in tasks]).index_select(0, which)  # (B, out, r)
+        h = self.dropout(x).movedim(self.batch_dim, 0)  # (B, ..., in)
+        shape = h.shape
+        h = torch.bmm(torch.bmm(h.reshape(rows, -1, shape[-1]), A.transpose(1, 2)), B.transpose(1, 2))  # (B, N, out)
+        return (h * self.scaling).reshape(*shape[:-1], -1).movedim(0, self.batch_dim)
 
     def delta_weight(self, task: str) -> torch.Tensor:
         lora = self.tasks[task]
