@@ -21,10 +21,12 @@ memory after each phase.
 Then a profile in this process (same threads): one clip, and a batch of 16, through the log-mel front
 end, the encoder, and greedy decoding split into the decoder's layers on the KV cache, the vocabulary
 argmax (int8 shortlist, components/models/whisper/vocabulary.py) and the rest (Python, cache upkeep);
-beside it, what the plain fp32 projection + argmax costs on the same hidden states.
+beside it, what the plain fp32 projection + argmax costs on the same hidden states. The encoder's rate
+(its multiply-adds x 2, counted from the model's sizes, over its seconds) against the machine's fp32
+matmul peak (the best 2048 x 2048 product on the same threads).
 
 Targets (issue 28): on the clips >= 4x faster-whisper's speed at a WER no worse, peak <= 600 MiB;
-one command, whole process, <= 2 s.
+one command, whole process, <= 2 s; the encoder at >= 40 % of the fp32 matmul peak.
 """
 
 from __future__ import annotations
@@ -175,6 +177,32 @@ def compare(rows: list[dict], work: Path, pairs: int, threads: int, batch_size: 
     return {"clips": len(rows), "runs": runs, "summary": summary, "speedup_vs_faster_whisper": round(statistics.median(ratios), 3), "pair_speedups": [round(r, 3) for r in ratios]}
 
 
+def matmul_peak_gflops(threads: int, n: int = 2048, repeats: int = 10) -> float:
+    """The machine's fp32 matmul rate with ``threads`` threads: the best of ``repeats`` (n x n) @ (n x n) products."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = min(_seconds(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _seconds(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def encoder_gflop(config, frames: int) -> float:
+    """Multiply-adds x 2 of Whisper's encoder on ``frames`` log-mel frames (B = 1): the two convolutions,
+    then per layer the q/k/v/out projections, attention scores and weighted sum, and the FFN."""
+    d, ffn, mels, T = config.d_model, config.encoder_ffn_dim, config.num_mel_bins, frames // 2
+    convs = 2 * 3 * (mels * d * frames + d * d * T)
+    layer = 2 * (4 * T * d * d + 2 * T * T * d + 2 * T * d * ffn)
+    return (convs + config.encoder_layers * layer) / 1e9
+
+
 def profile_in_process(rows: list[dict], threads: int) -> dict:
     """Seconds of each phase (see the module docstring) for the first clip alone and the first 16 together."""
     import soundfile as sf
@@ -224,6 +252,8 @@ def profile_in_process(rows: list[dict], threads: int) -> dict:
             decode = t3 - t2 - clock["vocabulary_fp32_s"]  # without the comparison's own time
             out[label] = {
                 "clips": len(batch), "log_mel_s": round(t1 - t0, 4), "encoder_s": round(t2 - t1, 4), "decode_s": round(decode, 4),
+                "encoder_gflop": round(len(batch) * encoder_gflop(asr.whisper.config, features.shape[-1]), 2),
+                "encoder_gflops": round(len(batch) * encoder_gflop(asr.whisper.config, features.shape[-1]) / (t2 - t1), 1),
                 "decoder_layers_s": round(clock["decoder_layers_s"], 4), "vocabulary_s": round(clock["vocabulary_s"], 4),
                 "rest_s": round(decode - clock["decoder_layers_s"] - clock["vocabulary_s"], 4),
                 "vocabulary_fp32_s": round(clock["vocabulary_fp32_s"], 4), "decoding_steps": clock["steps"],
@@ -261,6 +291,10 @@ def main() -> None:
         one = compare(single, work, args.pairs, args.threads, args.batch_size, "one_command")
     start_up = startup(CORPUS / single[0]["noisy_path"], args.pairs, args.threads)
     profile = profile_in_process(rows, args.threads)
+    peak = matmul_peak_gflops(args.threads)
+    profile["matmul_peak_gflops"] = round(peak, 1)
+    for part in ("one_clip", "batch_16"):
+        profile[part]["encoder_share_of_peak"] = round(profile[part]["encoder_gflops"] / peak, 3)
     ours, theirs = many["summary"]["cascadapt"], many["summary"]["faster_whisper"]
     result = {
         "machine": describe(), "commit": commit,
@@ -272,6 +306,7 @@ def main() -> None:
             "wer_no_worse": ours["wer"] <= theirs["wer"],
             "peak_mib_at_most_600": ours["median_peak_mib"] <= 600,
             "one_command_at_most_2s": one["summary"]["cascadapt"]["median_seconds"] <= 2.0,
+            "encoder_at_least_40pct_of_matmul_peak": profile["batch_16"]["encoder_share_of_peak"] >= 0.4,
         },
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
