@@ -97,14 +97,12 @@ def faster_whisper_worker(model_dir: str, manifest: str, out: str, threads: int)
     Path(out).write_text("".join(line + "\n" for line in lines))
 
 
-def rss_mib() -> float:
-    return next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:")) / 1024
-
-
 def startup_worker(clip: str, threads: int) -> None:
     """One fresh process's start-up, phase by phase (seconds, and resident MiB after each): import torch,
     import transformers' Whisper, load the weights, the first transcription of ``clip`` (with its first-call
     costs), and the same clip again. Prints one JSON line."""
+    from benchmarks.cascade_cost import rss_mib
+
     t, record = time.perf_counter(), {}
 
     def mark(phase: str) -> None:
@@ -250,10 +248,10 @@ def profile_in_process(rows: list[dict], threads: int) -> dict:
                 greedy_decode(asr.whisper, states, asr.tokens, asr.max_new_tokens(lengths), asr.config.max_repeats, asr._vocabulary)
                 t3 = time.perf_counter()
             decode = t3 - t2 - clock["vocabulary_fp32_s"]  # without the comparison's own time
+            gflop = len(batch) * encoder_gflop(asr.whisper.config, features.shape[-1])
             out[label] = {
                 "clips": len(batch), "log_mel_s": round(t1 - t0, 4), "encoder_s": round(t2 - t1, 4), "decode_s": round(decode, 4),
-                "encoder_gflop": round(len(batch) * encoder_gflop(asr.whisper.config, features.shape[-1]), 2),
-                "encoder_gflops": round(len(batch) * encoder_gflop(asr.whisper.config, features.shape[-1]) / (t2 - t1), 1),
+                "encoder_gflop": round(gflop, 2), "encoder_gflops": round(gflop / (t2 - t1), 1),
                 "decoder_layers_s": round(clock["decoder_layers_s"], 4), "vocabulary_s": round(clock["vocabulary_s"], 4),
                 "rest_s": round(decode - clock["decoder_layers_s"] - clock["vocabulary_s"], 4),
                 "vocabulary_fp32_s": round(clock["vocabulary_fp32_s"], 4), "decoding_steps": clock["steps"],

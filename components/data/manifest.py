@@ -96,7 +96,8 @@ def _existing(path: str | os.PathLike) -> Path:
 
 
 def _check_columns(path: Path, columns: Iterable[str], required: Iterable[str]) -> None:
-    missing = [c for c in required if c not in set(columns)]
+    columns = set(columns)
+    missing = [c for c in required if c not in columns]
     if missing:
         raise ManifestError(f"{path}: missing column(s) {', '.join(missing)}")
 
