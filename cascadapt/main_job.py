@@ -91,7 +91,7 @@ def summary(runs: dict, seconds: dict) -> str:
         lines += examples(client.get_pipeline_run(runs["baseline"].id).steps)
     if "nas" in runs:
         lines += ["", "Architecture search (nas_pipeline, nas_results):"]
-        lines += table(runs["nas"], "nas_results_table", "nas_results", ["system", "wer", "intent_acc", "slu_f1", "nlu_cer", "trainable_parameters"])
+        lines += table(runs["nas"], "nas_results_table", "nas_results", ["system", "mode", "wer", "intent_acc", "slu_f1", "nlu_cer", "trainable_parameters"])
     if "arte" in runs:
         lines += ["", "Tailored training data (arte_pipeline, arte_results):"]
         lines += table(runs["arte"], "arte_results", "arte_results", ["system", "generated", "intent_acc", "slu_f1", "wer"])

@@ -25,7 +25,8 @@ def nas_pipeline(
     checkpoint_dir: Optional[str] = None,
 ) -> None:
     """target corpus -> frozen, full fine-tuning, full plugging, NA search + stage 2, and per lambda an NFA
-    search (one-stage) + stage 2 (two-stage) -> results table, Pareto plot; the best NFA system within
+    search (one-stage) + stage 2 (two-stage) -> results table (e2e; full fine-tuning and two-stage also in
+    text mode), Pareto plot; the best NFA system within
     ``max_trainable_pct`` (its cascade and architecture) in cascadapt_nas.
 
     ``lambdas``: the penalty weights of the NFA sweep (default: search_config's ``lam``).
@@ -37,6 +38,7 @@ def nas_pipeline(
     frozen, _ = evaluate(backbone, test, manifest_path, system="frozen", id="evaluate_frozen")
     tuned, _ = finetune_full(backbone, train, nas_val, manifest_path, train_config=finetune_train.step_dict(), loss_weights=loss_weights, checkpoint_dir=checkpoint_dir)
     full, _ = evaluate(tuned, test, manifest_path, system="full_finetuning", trained_modules=ALL_MODULES, id="evaluate_full")
+    full_text, _ = evaluate(tuned, test, manifest_path, system="full_finetuning", mode="text", trained_modules=ALL_MODULES, id="evaluate_full_text")
 
     plugged, plugged_arch = fixed_architecture(backbone, choice="adapter", space="NA", adapters=adapters, blocks=blocks, modules=modules)
     plugged, _ = train_architecture(plugged, plugged_arch, train, nas_val, manifest_path, train_config=stage2_train.step_dict(), checkpoint_dir=checkpoint_dir, name="plugging", id="train_plugging")
@@ -46,7 +48,7 @@ def nas_pipeline(
     na_cascade, _ = train_architecture(na_cascade, na_arch, train, nas_val, manifest_path, train_config=stage2_train.step_dict(), checkpoint_dir=checkpoint_dir, name="na_stage2", id="train_na")
     na, _ = evaluate(na_cascade, test, manifest_path, system="NA", id="evaluate_na")
 
-    one_stage, two_stage, architectures, cascades = [], [], [], []
+    one_stage, two_stage, two_stage_text, architectures, cascades = [], [], [], [], []
     for lam in lambdas or (search_config.get("lam", 1.0),):
         tag = f"lam{lam:g}"
         name = tag.replace(".", "_")  # step ids without dots
@@ -54,9 +56,11 @@ def nas_pipeline(
         nfa_one, _ = evaluate(nfa_cascade, test, manifest_path, system=f"NFA_one_stage_{tag}", id=f"evaluate_nfa_one_stage_{name}")
         nfa_cascade, _ = train_architecture(nfa_cascade, nfa_arch, train, nas_val, manifest_path, train_config=stage2_train.step_dict(), checkpoint_dir=checkpoint_dir, name=f"nfa_stage2_{name}", id=f"train_nfa_{name}")
         nfa_two, _ = evaluate(nfa_cascade, test, manifest_path, system=f"NFA_two_stage_{tag}", id=f"evaluate_nfa_two_stage_{name}")
+        nfa_two_text, _ = evaluate(nfa_cascade, test, manifest_path, system=f"NFA_two_stage_{tag}", mode="text", id=f"evaluate_nfa_two_stage_text_{name}")
         one_stage.append(nfa_one)
         two_stage.append(nfa_two)
+        two_stage_text.append(nfa_two_text)
         architectures.append(nfa_arch)
         cascades.append(nfa_cascade)
 
-    nas_results_table(frozen, full, plugging, na, one_stage, two_stage, architectures, cascades, max_trainable_pct=max_trainable_pct)
+    nas_results_table(frozen, full, full_text, plugging, na, one_stage, two_stage, two_stage_text, architectures, cascades, max_trainable_pct=max_trainable_pct)

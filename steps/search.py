@@ -89,10 +89,12 @@ def train_architecture(
 def nas_results_table(
     frozen: dict,
     full: dict,
+    full_text: dict,
     plugging: dict,
     na: dict,
     nfa_one_stage: List[dict],
     nfa_two_stage: List[dict],
+    nfa_two_stage_text: List[dict],
     nfa_architectures: List[dict],
     nfa_cascades: List[Cascade],
     max_trainable_pct: float = 10.0,
@@ -103,15 +105,16 @@ def nas_results_table(
     Annotated[Cascade, ArtifactConfig(name="nas_cascade", artifact_type=ArtifactType.MODEL)],
     Annotated[dict, "nas_architecture"],
 ]:
-    """One row a system (trainable parameters as % of full fine-tuning's; NFA rows once per lambda), the
-    Pareto plot, and the selected NFA two-stage system as the model version's artifacts: the lowest NLU
-    CER within ``max_trainable_pct`` (the fewest parameters when none fits)."""
+    """One row a system and mode (trainable parameters as % of full fine-tuning's; NFA rows once per lambda;
+    full fine-tuning and NFA two-stage also in text mode, e2e's reference), the Pareto plot, and the selected
+    NFA two-stage system as the model version's artifacts: the lowest e2e NLU CER within ``max_trainable_pct``
+    (the fewest parameters when none fits)."""
     base = full["trainable_parameters"] or 1
     pct = lambda r: 100.0 * r["trainable_parameters"] / base  # noqa: E731
     two_stage = [two | {"lambda": arch["lambda"], "trainable_pct": pct(two)} for two, arch in zip(nfa_two_stage, nfa_architectures)]
-    rows = [r | {"trainable_pct": pct(r)} for r in (frozen, full, plugging, na)]
-    for one, two, arch in zip(nfa_one_stage, two_stage, nfa_architectures):
-        rows += [one | {"lambda": arch["lambda"], "trainable_pct": pct(one)}, two]
+    rows = [r | {"trainable_pct": pct(r)} for r in (frozen, full, full_text, plugging, na)]
+    for one, two, text, arch in zip(nfa_one_stage, two_stage, nfa_two_stage_text, nfa_architectures):
+        rows += [one | {"lambda": arch["lambda"], "trainable_pct": pct(one)}, two, text | {"lambda": arch["lambda"], "trainable_pct": pct(text)}]
     fits = [i for i, r in enumerate(two_stage) if r["trainable_pct"] <= max_trainable_pct]
     best = min(fits, key=lambda i: two_stage[i]["nlu_cer"]) if fits else min(range(len(two_stage)), key=lambda i: two_stage[i]["trainable_pct"])
     selected = two_stage[best]["system"]
@@ -120,11 +123,11 @@ def nas_results_table(
     for col in ("wer", "cer", "scenario_acc", "action_acc", "intent_acc", "entity_f1", "slu_f1", "nlu_cer"):
         shown[col] = (shown[col] * 100).round(2)
     shown["trainable_pct"] = shown["trainable_pct"].round(2)
-    log_metadata({"selected": selected, **{r["system"]: {k: r[k] for k in ("trainable_pct", "wer", "nlu_cer", "intent_acc", "slu_f1")} for r in rows}})
+    log_metadata({"selected": selected, **{f"{r['system']}/{r['mode']}": {k: r[k] for k in ("trainable_pct", "wer", "nlu_cer", "intent_acc", "slu_f1")} for r in rows}})
     arch = nfa_architectures[best]
     table = (
         f"<html><body><h2>Architecture search vs baselines</h2><p>Target test split, rates in %. Selected: {html.escape(selected)}, "
         f"{html.escape(json.dumps(arch['architecture']))}</p>{shown.to_html(index=False)}</body></html>"
     )
-    points = [{"label": r["system"], "trainable_pct": r["trainable_pct"], "nlu_cer": r["nlu_cer"]} for r in rows]
+    points = [{"label": r["system"], "trainable_pct": r["trainable_pct"], "nlu_cer": r["nlu_cer"]} for r in rows if r["mode"] == "e2e"]
     return df, HTMLString(table), HTMLString(pareto_html(points)), nfa_cascades[best], arch | {"system": selected}

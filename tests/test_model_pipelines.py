@@ -208,15 +208,16 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
         assert 0 <= r["intent_acc"] <= 1 and r["n"] > 0
 
     # the architecture search and its baselines on the same data
-    nas_rows = {r["system"]: r for r in found["nas_rows"]}
-    nfa = [f"NFA_{stage}_lam{lam}" for lam in (0, 1000) for stage in ("one_stage", "two_stage")]  # one search a lambda
-    assert list(nas_rows) == ["frozen", "full_finetuning", "full_plugging", "NA", *nfa]
+    nas_modes = [(r["system"], r["mode"]) for r in found["nas_rows"]]
+    nfa = [(f"NFA_{stage}_lam{lam}", mode) for lam in (0, 1000) for stage, mode in (("one_stage", "e2e"), ("two_stage", "e2e"), ("two_stage", "text"))]  # one search a lambda
+    assert nas_modes == [("frozen", "e2e"), ("full_finetuning", "e2e"), ("full_finetuning", "text"), ("full_plugging", "e2e"), ("NA", "e2e"), *nfa]
+    nas_rows = {r["system"]: r for r in found["nas_rows"] if r["mode"] == "e2e"}
     assert nas_rows["full_finetuning"]["trainable_pct"] == 100 and nas_rows["frozen"]["trainable_pct"] == 0
     assert 0 < nas_rows["full_plugging"]["trainable_pct"] < 10  # adapters everywhere (+ the bridge)
     # lambda 1000 prices every candidate out: all cells frozen, only the bridge trains
     assert nas_rows["NFA_two_stage_lam1000"]["trainable_pct"] < nas_rows["NFA_two_stage_lam0"]["trainable_pct"]
     architecture = found["nas_architecture"]  # the selected point of the sweep
-    assert architecture["system"] in nfa and architecture["blocks"] == ["nlu"]
+    assert architecture["system"] in {system for system, _ in nfa} and architecture["blocks"] == ["nlu"]
     assert set(architecture["architecture"]) == {"se", "asr", *(f"nlu.{i}" for i in range(6))}
     assert set(architecture["architecture"].values()) <= {"frozen", "adapter", "finetune"}
     assert len(architecture["history"]) > 0 and found["nas_cascade"] and found["weights_plot"]

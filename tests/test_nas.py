@@ -172,6 +172,19 @@ def test_search_follows_the_loss_and_the_penalty(lam, expected):
     assert "val_loss" not in result.history[0] and "penalty" in result.history[-1]  # warm-up: weights only
 
 
+@pytest.mark.parametrize("warmup", [{"warmup_epochs": 1}, {"warmup_steps": 8}])
+def test_a_search_whose_warm_up_covers_every_step_is_refused(warmup):
+    """max_steps 8 of 8-batch epochs: alpha would stay uniform and every cell derive its first candidate."""
+    from components.nas import SearchConfig, search
+
+    model, arch = mlp_problem()
+    cfg = SearchConfig(epochs=2, max_steps=8, batch_size=16, progress=False, device="cpu", **warmup)
+    with pytest.raises(ValueError, match="no architecture step: its warm-up of 8 steps .* covers all 8 steps"):
+        search(model, arch, mse, Regression(128, 0), Regression(64, 1), cfg)
+    result = search(model, arch, mse, Regression(128, 0), Regression(64, 1), SearchConfig(epochs=2, max_steps=8, warmup_steps=5, batch_size=16, record_every=1, progress=False, device="cpu"))
+    assert ["val_loss" in r for r in result.history] == [False] * 5 + [True] * 3  # warmup_steps: 5 weight-only steps, then 3 arch steps
+
+
 @pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA"))])
 def test_a_killed_search_resumes_where_it_stopped(tmp_path, device):
     """Killed at step 15 (the last checkpoint at 10): the resumed search ends with

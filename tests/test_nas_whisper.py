@@ -72,19 +72,24 @@ def test_an_architecture_step_moves_alpha_and_a_weight_step_only_the_sampled_can
     torch.manual_seed(3)
     sampled = {}
 
-    def remember(record):  # the architecture the last weight step ran: each cell's one-hot
-        sampled.update({cell.label: cell.candidates[int(cell.weights.argmax())] for cell in cells.values()})
+    class Stop(Exception):
+        pass
 
-    # one weight step (warm-up: alpha untouched)
-    cfg = dict(epochs=1, batch_size=4, progress=False, device="cpu", record_every=1, arch_lr=0.1)
-    search(cascade, arch, cascade_loss, speech, speech, SearchConfig(**cfg, warmup_epochs=1), collate_fn=collate, on_record=remember)
+    def stop_after_one(record):  # the architecture the one weight step ran: each cell's one-hot
+        sampled.update({cell.label: cell.candidates[int(cell.weights.argmax())] for cell in cells.values()})
+        raise Stop
+
+    # one weight step (warm-up: alpha untouched), stopped before the architecture step
+    cfg = dict(epochs=2, batch_size=4, progress=False, device="cpu", record_every=1, arch_lr=0.1)
+    with pytest.raises(Stop):
+        search(cascade, arch, cascade_loss, speech, speech, SearchConfig(**cfg, warmup_steps=1), collate_fn=collate, on_record=stop_after_one)
     assert torch.equal(arch.alpha.detach(), alpha)
     moved = {n for n, p in cascade.named_parameters() if not torch.equal(p.detach(), before[n])}
     allowed = {names[id(p)] for label, choice in sampled.items() for p in cells[label].candidate_parameters()[choice]}
     assert moved and moved <= allowed, sorted(moved - allowed)[:5]
     assert all(names[id(p)] not in moved for p in cells["nlu.0"].candidate_parameters()["finetune"] if sampled["nlu.0"] != "finetune")
     # one weight step and one architecture step: alpha moves
-    search(cascade, arch, cascade_loss, speech, speech, SearchConfig(**cfg, warmup_epochs=0), collate_fn=collate)
+    search(cascade, arch, cascade_loss, speech, speech, SearchConfig(**cfg, warmup_epochs=0, max_steps=1), collate_fn=collate)
     assert not torch.equal(arch.alpha.detach(), alpha)
 
 

@@ -3,7 +3,7 @@
 Stage 1 (``search``), per train batch:
     weight step   sample an architecture (no gradient to alpha), task loss on the train batch,
                   AdamW on the candidates' parameters (adapters, fine-tune deltas) and ``extra``
-    arch step     (after ``warmup_epochs``) sample again, task loss on a nas_val batch +
+    arch step     (after the warm-up: ``warmup_epochs``, or ``warmup_steps``) sample again, task loss on a nas_val batch +
                   lambda x expected parameters / full fine-tuning's, Adam on alpha only (the
                   weights need no gradient there, so the backward computes none)
 The temperature anneals from tau_max to tau_min over the steps after warm-up. During
@@ -40,6 +40,7 @@ from components.training.loop import TrainConfig, TrainResult, epoch_batches, lr
 class SearchConfig:
     epochs: int = 3
     warmup_epochs: int = 1  # weights only: alpha stays uniform
+    warmup_steps: int | None = None  # the warm-up in steps instead (for a search that max_steps cuts short)
     max_steps: int | None = None  # cut the search short (demo, tests)
     batch_size: int = 8
     bucket_by_length: bool = False  # train batches of similar length (needs train_set.lengths): less padding
@@ -119,7 +120,10 @@ def search(
     n_batches = -(-len(train_set) // cfg.batch_size)
     n_val_batches = -(-len(val_set) // cfg.batch_size)
     total = cfg.epochs * n_batches if cfg.max_steps is None else min(cfg.max_steps, cfg.epochs * n_batches)
-    warmup = min(cfg.warmup_epochs * n_batches, total)
+    warmup = cfg.warmup_epochs * n_batches if cfg.warmup_steps is None else cfg.warmup_steps
+    if warmup >= total:  # alpha would stay uniform and derive() pick the first candidate everywhere
+        source = f"warmup_steps={cfg.warmup_steps}" if cfg.warmup_steps is not None else f"warmup_epochs={cfg.warmup_epochs} x {n_batches} batches"
+        raise ValueError(f"the search takes no architecture step: its warm-up of {warmup} steps ({source}) covers all {total} steps; lower it or raise max_steps/epochs")
 
     def val_batch(k: int):  # the k-th architecture step's nas_val batch: a new permutation every pass
         indices = epoch_batches(len(val_set), cfg.batch_size, cfg.seed + 1, k // n_val_batches)[k % n_val_batches]
@@ -127,7 +131,7 @@ def search(
 
     saved = {"alpha": arch.alpha, **dict(named)}  # what a checkpoint holds
     data_key = {"n_train": len(train_set), "n_val": len(val_set), "batch_size": cfg.batch_size, "seed": cfg.seed, "total": total,
-                "bucket_by_length": cfg.bucket_by_length, "lam": cfg.lam, "cells": arch.names, "candidates": list(arch.candidates)}
+                "bucket_by_length": cfg.bucket_by_length, "warmup": warmup, "lam": cfg.lam, "cells": arch.names, "candidates": list(arch.candidates)}
     result = SearchResult(architecture=arch.derive())
     step = 0
     ckpt = load_checkpoint(cfg.checkpoint_dir) if cfg.checkpoint_dir else None
