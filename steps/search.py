@@ -129,5 +129,5 @@ def nas_results_table(
         f"<html><body><h2>Architecture search vs baselines</h2><p>Target test split, rates in %. Selected: {html.escape(selected)}, "
         f"{html.escape(json.dumps(arch['architecture']))}</p>{shown.to_html(index=False)}</body></html>"
     )
-    points = [{"label": r["system"], "trainable_pct": r["trainable_pct"], "nlu_cer": r["nlu_cer"]} for r in rows if r["mode"] == "e2e"]
+    points = [{"label": r["system"], "trainable_pct": r["trainable_pct"], "nlu_cer": r["nlu_cer"], "wer": r["wer"]} for r in rows if r["mode"] == "e2e"]
     return df, HTMLString(table), HTMLString(pareto_html(points)), nfa_cascades[best], arch | {"system": selected}

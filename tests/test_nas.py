@@ -344,10 +344,11 @@ def test_plots_and_pareto_front():
     assert architecture_weights_html(history, ["se", "asr"], ["frozen", "adapter", "finetune"]).count("data:image/png;base64,") == 1
     many = [{"step": 1, "probabilities": [[0.5, 0.3, 0.2]] * 7}]  # per-block cells wrap onto rows of four panels
     assert "<img" in architecture_weights_html(many, ["se", "asr", *(f"nlu.{i}" for i in range(5))], ["frozen", "adapter", "finetune"])
-    points = [{"label": "a", "trainable_pct": 1.0, "nlu_cer": 0.3}, {"label": "b", "trainable_pct": 5.0, "nlu_cer": 0.2},
-              {"label": "c", "trainable_pct": 6.0, "nlu_cer": 0.25}, {"label": "full", "trainable_pct": 100.0, "nlu_cer": 0.19}]
+    points = [{"label": "a", "trainable_pct": 1.0, "nlu_cer": 0.3, "wer": 0.5}, {"label": "b", "trainable_pct": 5.0, "nlu_cer": 0.2, "wer": 0.4},
+              {"label": "c", "trainable_pct": 6.0, "nlu_cer": 0.25, "wer": 0.3}, {"label": "full", "trainable_pct": 100.0, "nlu_cer": 0.19, "wer": 0.35}]
     assert [p["label"] for p in pareto_front(points, "nlu_cer")] == ["a", "b", "full"]
-    assert "<img" in pareto_html(points)
+    assert [p["label"] for p in pareto_front(points, "wer")] == ["a", "b", "c"]  # WER has its own front
+    assert pareto_html(points).count("data:image/png;base64,") == 1  # NLU CER and WER panels in one figure
 
 
 def test_soft_mixture_of_an_asr_backbone_keeps_the_first_candidates_words():

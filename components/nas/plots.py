@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from components.plots import figure_page, plt
 
 
@@ -22,16 +24,18 @@ def architecture_weights_html(history: list[dict], cells: list[str], candidates:
     return figure_page(fig, title)
 
 
-def pareto_html(points: list[dict], error: str = "nlu_cer", title: str = "error vs trainable parameters") -> str:
-    """points: {"label", "trainable_pct", error}; the non-dominated ones joined by a line."""
-    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
-    xs, ys = [p["trainable_pct"] for p in points], [100 * p[error] for p in points]
-    ax.scatter(xs, ys)
-    for p, x, y in zip(points, xs, ys):
-        ax.annotate(p["label"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
-    front = sorted(pareto_front(points, error), key=lambda p: p["trainable_pct"])
-    ax.plot([p["trainable_pct"] for p in front], [100 * p[error] for p in front], "--", color="gray")
-    ax.set(xlabel="trainable parameters, % of full fine-tuning", ylabel=f"{error} (%)", xscale="symlog")
+def pareto_html(points: list[dict], errors: Sequence[str] = ("nlu_cer", "wer"), title: str = "error vs trainable parameters") -> str:
+    """points: {"label", "trainable_pct", *errors}; one panel an error, its non-dominated points joined by a line."""
+    fig, axes = plt.subplots(1, len(errors), figsize=(6 * len(errors), 4), squeeze=False, layout="constrained")
+    xs = [p["trainable_pct"] for p in points]
+    for ax, error in zip(axes.flat, errors):
+        ys = [100 * p[error] for p in points]
+        ax.scatter(xs, ys)
+        for p, x, y in zip(points, xs, ys):
+            ax.annotate(p["label"], (x, y), fontsize=7, xytext=(3, 3), textcoords="offset points")
+        front = sorted(pareto_front(points, error), key=lambda p: p["trainable_pct"])
+        ax.plot([p["trainable_pct"] for p in front], [100 * p[error] for p in front], "--", color="gray")
+        ax.set(xlabel="trainable parameters, % of full fine-tuning", ylabel=f"{error} (%)", xscale="symlog")
     return figure_page(fig, title)
 
 
