@@ -94,7 +94,7 @@ def summary(runs: dict, seconds: dict) -> str:
         lines += table(runs["nas"], "nas_results_table", "nas_results", ["system", "mode", "wer", "intent_acc", "slu_f1", "nlu_cer", "trainable_parameters"])
     if "arte" in runs:
         lines += ["", "Tailored training data (arte_pipeline, arte_results):"]
-        lines += table(runs["arte"], "arte_results", "arte_results", ["system", "generated", "intent_acc", "slu_f1", "wer"])
+        lines += table(runs["arte"], "arte_results", "arte_results", ["system", "seed", "generated", "intent_acc", "slu_f1", "wer"])
     if "multitask" in runs:
         lines += ["", "Multi-task adaptation, task-averaged (multitask_pipeline, multitask_results):"]
         lines += table(runs["multitask"], "multitask_results", "multitask_results", ["system", "wer", "cer", "per_task_params", "shared_params"])

@@ -20,23 +20,31 @@ def arte_pipeline(
     noise_kinds: Tuple[str, ...] = ("white", "pink", "babble"),
     adapters: Optional[dict] = None,
     blocks: Tuple[str, ...] = (),
+    seeds: Optional[Tuple[int, ...]] = None,
 ) -> None:
     """target corpus -> the student (adapters everywhere, stage-2 training) on the train split -> ARTE aligns
     the teacher on it -> n_generated examples from the aligned and from the uniform policy -> the student
-    trained again with each set -> the three on the test split."""
+    trained again with each set -> the three on the test split. All of it once a seed of ``seeds`` (default:
+    the target's seed): the students' data order, the teacher's candidates and alignment, the generated
+    sets and their speech; the results give each (system, seed) and the mean and spread over seeds."""
     train, nas_val, test, manifest_path, backbone, _ = target_data(target)
     plugged, architecture = fixed_architecture(backbone, choice="adapter", space="NA", adapters=adapters, blocks=blocks)
-    speech = dict(voices=target.voices, snrs=target.snrs, noise_kinds=noise_kinds, seed=target.seed)
+    metrics, generated = {"no_extra": [], "random": [], "tailored": []}, {"random": [], "tailored": []}
+    seeds = seeds or (target.seed,)
+    for seed in seeds:
+        speech = dict(voices=target.voices, snrs=target.snrs, noise_kinds=noise_kinds, seed=seed)
+        train_config_seeded = train_config.step_dict() | {"seed": seed}
+        s = f"_seed{seed}"
+        student, _ = train_architecture(plugged, architecture, train, nas_val, manifest_path, train_config=train_config_seeded, name=f"student_no_extra{s}", id=f"train_no_extra{s}")
+        no_extra, _ = evaluate(student, test, manifest_path, system="no_extra", id=f"evaluate_no_extra{s}")
+        metrics["no_extra"].append(no_extra)
 
-    student, _ = train_architecture(plugged, architecture, train, nas_val, manifest_path, train_config=train_config.step_dict(), name="student_no_extra", id="train_no_extra")
-    no_extra, _ = evaluate(student, test, manifest_path, system="no_extra", id="evaluate_no_extra")
+        policy, _, _ = align_teacher(student, architecture, train, nas_val, test, manifest_path, target.slurp_jsonl, arte_config, update_config.step_dict(), preference_pool=preference_pool, id=f"align_teacher{s}", **speech)
+        for name, teacher_policy in (("random", None), ("tailored", policy)):
+            extra, with_extra, _ = generate_examples(train, nas_val, test, manifest_path, target.slurp_jsonl, n_generated, teacher_policy, name=name, data_root=target.data_root, id=f"generate_{name}{s}", **speech)
+            trained, _ = train_architecture(plugged, architecture, with_extra, nas_val, manifest_path, train_config=train_config_seeded, name=f"student_{name}{s}", id=f"train_{name}{s}")
+            scored, _ = evaluate(trained, test, manifest_path, system=name, id=f"evaluate_{name}{s}")
+            metrics[name].append(scored)
+            generated[name].append(extra)
 
-    policy, _, _ = align_teacher(student, architecture, train, nas_val, test, manifest_path, target.slurp_jsonl, arte_config, update_config.step_dict(), preference_pool=preference_pool, **speech)
-    generated = {}
-    for name, teacher_policy in (("random", None), ("tailored", policy)):
-        extra, with_extra, _ = generate_examples(train, nas_val, test, manifest_path, target.slurp_jsonl, n_generated, teacher_policy, name=name, data_root=target.data_root, id=f"generate_{name}", **speech)
-        trained, _ = train_architecture(plugged, architecture, with_extra, nas_val, manifest_path, train_config=train_config.step_dict(), name=f"student_{name}", id=f"train_{name}")
-        metrics, _ = evaluate(trained, test, manifest_path, system=name, id=f"evaluate_{name}")
-        generated[name] = (extra, metrics)
-
-    arte_results(no_extra, generated["random"][1], generated["tailored"][1], generated["random"][0], generated["tailored"][0])
+    arte_results(metrics["no_extra"], metrics["random"], metrics["tailored"], generated["random"], generated["tailored"], seeds=list(seeds))

@@ -5,7 +5,7 @@ import html
 import os
 import tempfile
 from pathlib import Path
-from typing import Annotated, Optional, Tuple
+from typing import Annotated, List, Optional, Tuple
 
 import pandas as pd
 import torch
@@ -123,22 +123,35 @@ def generate_examples(
     return generated, pd.concat([train, generated], ignore_index=True), HTMLString(overview)
 
 
-RESULT_COLUMNS = ["system", "generated", "intent_acc", "slu_f1", "wer", "cer", "scenario_acc", "action_acc", "entity_f1", "n"]
+RESULT_COLUMNS = ["system", "seed", "generated", "intent_acc", "slu_f1", "wer", "cer", "scenario_acc", "action_acc", "entity_f1", "n"]
+COMPARED = ("intent_acc", "slu_f1", "wer")
 
 
 @step
 def arte_results(
-    no_extra: dict, random_extra: dict, tailored: dict, random_generated: pd.DataFrame, tailored_generated: pd.DataFrame
-) -> Tuple[Annotated[pd.DataFrame, "arte_results"], Annotated[HTMLString, "arte_results_table"]]:
-    """One row a student (test split), rates as fractions; the view in % with differences to no extra data."""
-    rows = [r | {"generated": g} for r, g in ((no_extra, 0), (random_extra, len(random_generated)), (tailored, len(tailored_generated)))]
+    no_extra: List[dict], random_extra: List[dict], tailored: List[dict], random_generated: List[pd.DataFrame], tailored_generated: List[pd.DataFrame],
+    seeds: List[int],
+) -> Tuple[Annotated[pd.DataFrame, "arte_results"], Annotated[pd.DataFrame, "arte_summary"], Annotated[HTMLString, "arte_results_table"]]:
+    """One row a (student, seed) on the test split, rates as fractions; the summary: each student's mean and
+    spread (sample standard deviation; none for one seed) over the seeds; the view in %, with tailored vs random."""
+    rows = []
+    for i, seed in enumerate(seeds):
+        rows += [r | {"seed": seed, "generated": g} for r, g in ((no_extra[i], 0), (random_extra[i], len(random_generated[i])), (tailored[i], len(tailored_generated[i])))]
     df = pd.DataFrame(rows).reindex(columns=RESULT_COLUMNS)
-    shown = df.copy()
-    for col in RESULT_COLUMNS[2:-1]:
+    grouped = df.groupby("system", sort=False)[list(COMPARED)]
+    summary = grouped.mean().add_suffix("_mean").join(grouped.std().add_suffix("_std")).reset_index()
+    summary.insert(1, "seeds", len(seeds))
+    shown, shown_summary = df.copy(), summary.copy()
+    for col in RESULT_COLUMNS[3:-1]:
         shown[col] = (shown[col] * 100).round(2)
-    for col in ("intent_acc", "slu_f1", "wer"):
-        shown[f"Δ{col}"] = (shown[col] - shown[col].iloc[0]).round(2)
-    log_metadata({r["system"]: {k: r[k] for k in ("intent_acc", "slu_f1", "wer")} for r in rows})
-    caption = "Target-domain test split, rates in %; Δ: the difference to the student trained without generated data."
-    page = f"<html><body><h2>Tailored training data (ARTE)</h2><p>{html.escape(caption)}</p>{shown.to_html(index=False)}</body></html>"
-    return df, HTMLString(page)
+    for col in shown_summary.columns[2:]:
+        shown_summary[col] = (shown_summary[col] * 100).round(2)
+    means = summary.set_index("system")
+    gap = {k: float(means.loc["tailored", f"{k}_mean"] - means.loc["random", f"{k}_mean"]) for k in COMPARED}
+    log_metadata({"seeds": list(seeds), "tailored_minus_random": gap,
+                  **{r["system"]: {k: v for k, v in r.items() if k != "system" and v == v} for r in summary.to_dict("records")}})  # v == v: no NaN (one seed's spread)
+    caption = (f"Target-domain test split, rates in %, {len(seeds)} seed(s). Tailored minus random data of the same size, mean over seeds: "
+               + ", ".join(f"{k} {100 * v:+.2f}" for k, v in gap.items()) + " points.")
+    page = (f"<html><body><h2>Tailored training data (ARTE)</h2><p>{html.escape(caption)}</p><h3>Mean and spread over seeds</h3>"
+            f"{shown_summary.to_html(index=False)}<h3>Each seed</h3>{shown.to_html(index=False)}</body></html>")
+    return df, summary, HTMLString(page)

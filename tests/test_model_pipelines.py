@@ -60,6 +60,7 @@ parameters:
   arte_config: {{rounds: 2, candidates: 3, batch_size: 4, pairs: 1, preference_items: 3}}
   preference_pool: 6
   n_generated: 12
+  seeds: [0, 1]
 """
 MULTITASK = """
 parameters:
@@ -87,18 +88,19 @@ INSPECT = textwrap.dedent(
 
     def arte_outputs(c):
         run = c.list_pipeline_runs(pipeline_name="arte_pipeline", size=1, sort_by="desc:created").items[0]
-        align = run.steps["align_teacher"].outputs
+        align = run.steps["align_teacher_seed0"].outputs
         return {
             "rows": run.steps["arte_results"].outputs["arte_results"][0].load().to_dict("records"),
+            "summary": run.steps["arte_results"].outputs["arte_summary"][0].load().to_dict("records"),
             "history": align["arte_history"][0].load(),
             "policy": align["teacher_policy"][0].load(),
             "policy_plot": "data:image/png" in align["policy_shift"][0].load(),
-            "generated": {name: run.steps[f"generate_{name}"].outputs["generated"][0].load().to_dict("records") for name in ("random", "tailored")},
-            "train_rows": {name: len(run.steps[f"generate_{name}"].outputs["train_with_generated"][0].load()) for name in ("random", "tailored")},
+            "generated": {name: run.steps[f"generate_{name}_seed0"].outputs["generated"][0].load().to_dict("records") for name in ("random", "tailored")},
+            "train_rows": {name: len(run.steps[f"generate_{name}_seed0"].outputs["train_with_generated"][0].load()) for name in ("random", "tailored")},
             "train": len(run.steps["split_corpus"].outputs["train"][0].load()),
             "held_out_text": [t for split in ("nas_val", "test") for t in run.steps["split_corpus"].outputs[split][0].load()["text"]],
-            "student_input": str(run.steps["align_teacher"].inputs["student"][0].id),
-            "student_no_extra": str(run.steps["train_no_extra"].outputs["trained_architecture"][0].id),
+            "student_input": str(run.steps["align_teacher_seed0"].inputs["student"][0].id),
+            "student_no_extra": str(run.steps["train_no_extra_seed0"].outputs["trained_architecture"][0].id),
         }
 
     c = Client()
@@ -225,7 +227,10 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     # tailored training data: the teacher aligned on the student trained without extra data, two generated
     # sets of the same size (valid, spoken, nothing of nas_val or test), the three students on the test split
     arte = found["arte"]
-    assert [(r["system"], r["generated"]) for r in arte["rows"]] == [("no_extra", 0), ("random", 12), ("tailored", 12)]
+    assert [(r["system"], r["seed"], r["generated"]) for r in arte["rows"]] == [(s, seed, g) for seed in (0, 1) for s, g in (("no_extra", 0), ("random", 12), ("tailored", 12))]
+    for row in arte["summary"]:  # mean and spread over the two seeds
+        scores = [r["intent_acc"] for r in arte["rows"] if r["system"] == row["system"]]
+        assert row["seeds"] == 2 and row["intent_acc_mean"] == pytest.approx(sum(scores) / 2) and row["intent_acc_std"] == pytest.approx(abs(scores[0] - scores[1]) / 2 ** 0.5)
     assert len({r["n"] for r in arte["rows"]}) == 1 and all(0 <= r["intent_acc"] <= 1 and 0 <= r["slu_f1"] <= 1 and r["wer"] >= 0 for r in arte["rows"])
     assert arte["student_input"] == arte["student_no_extra"]
     assert [h["items"] for h in arte["history"]["history"]] == [6, 3] and all(h["pairs"] == 1 for h in arte["history"]["history"])
