@@ -63,6 +63,37 @@ def test_straight_through_gradients_reach_the_logits():
     assert arch.alpha.grad is not None and arch.alpha.grad.abs().sum() > 0
 
 
+class ResidualBlock(nn.Module):
+    """A transformer-style block: the residual stream (B, T, 8) out, and a pooled (B, T) beside it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(8, 8)
+
+    def forward(self, x):
+        return x + self.linear(x), x.sum(-1)
+
+
+def test_a_hard_sample_is_the_candidate_in_value_and_probes_what_it_changed():
+    """The chosen candidate's weight gets <dL/dout, out - x> for an output with the input's shape (the
+    residual stream's own share, the same for every candidate, left out) and <dL/dout, out> for others."""
+    torch.manual_seed(0)
+    cell = ChoiceCell(ResidualBlock(), ("frozen", "finetune"))
+    with torch.no_grad():
+        for p in cell.delta.values():
+            p.add_(torch.randn_like(p) * 0.1)
+    x, g, g2 = torch.randn(2, 5, 8), torch.randn(2, 5, 8), torch.randn(2, 5)
+    cell.mode, cell.fixed = "fixed", 1
+    expected, expected_pooled = cell(x)
+    w = torch.tensor([0.0, 1.0], requires_grad=True)
+    cell.mode, cell.weights = "hard", w
+    out, pooled = cell(x)
+    assert torch.equal(out, expected) and torch.equal(pooled, expected_pooled)  # exactly, not within rounding
+    ((out * g).sum() + (pooled * g2).sum()).backward()
+    probe = ((expected - x) * g).sum() + (expected_pooled * g2).sum()
+    torch.testing.assert_close(w.grad, torch.stack([torch.tensor(0.0), probe.detach()]))
+
+
 def test_stage_two_trains_only_the_chosen_candidate():
     cell = tiny_cell()
     arch = Architecture({"asr": cell})

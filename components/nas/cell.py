@@ -10,8 +10,12 @@ it (``cascade.asr.vocab`` keeps working). How the candidates combine is set by
 the search before each forward:
 
     "hard"   weights (K,) is a one-hot with straight-through gradients (GDAS):
-             only the chosen candidate runs; its floating outputs are scaled
-             by weights[k] (value 1, gradient to the architecture logits)
+             only the chosen candidate runs; its output is unchanged in value,
+             and weights[k] gets the gradient of scaling what the candidate
+             changed: <dL/dout, out - x> for an output with the input x's shape
+             (a residual block, a transformer layer, the SE), <dL/dout, out>
+             for the others. Scaling the whole residual stream instead would
+             add <dL/dout, x>, the same for every candidate, as noise.
     "soft"   every candidate runs, outputs mixed by weights (DARTS, K x compute)
     "fixed"  a derived architecture: candidate ``fixed`` alone, unscaled
 """
@@ -106,7 +110,7 @@ class ChoiceCell(nn.Module):
             raise RuntimeError(f"choice cell in mode {self.mode!r} needs weights of shape ({len(self.candidates)},) from the search")
         if self.mode == "hard":
             k = int(self.weights.argmax())
-            return _scale(self._run(k, args, kwargs), self.weights[k])
+            return _straight_through(self._run(k, args, kwargs), self.weights[k], _first_input(args, kwargs))
         outs = [self._run(k, args, kwargs) for k in range(len(self.candidates))]
         return _mix(outs, self.weights)
 
@@ -140,8 +144,25 @@ def _is_float(x: Any) -> bool:
     return isinstance(x, torch.Tensor) and x.is_floating_point()
 
 
-def _scale(out: Any, w: torch.Tensor) -> Any:
-    return pytree.tree_map(lambda t: t * w.to(t.dtype) if _is_float(t) else t, out)
+def _first_input(args: tuple, kwargs: dict) -> torch.Tensor | None:
+    """The block's input: its first floating tensor argument (hidden states, audio), positional or ``hidden_states``."""
+    return next((a for a in args if _is_float(a)), kwargs.get("hidden_states"))
+
+
+def _straight_through(out: Any, w: torch.Tensor, x: torch.Tensor | None) -> Any:
+    """``out`` in value; the gradient to ``w`` of scaling each floating output's change from ``x`` (where
+    the shapes match) or the output itself. In a weight step ``w`` has no gradient: ``out`` as it is."""
+    if not w.requires_grad:
+        return out
+    zero = w - w.detach()  # 0 in value (so out + zero * d == out exactly), d(zero)/dw = 1
+
+    def probe(t: Any) -> Any:
+        if not _is_float(t):
+            return t
+        change = t - x if x is not None and t.shape == x.shape else t
+        return t + zero.to(t.dtype) * change
+
+    return pytree.tree_map(probe, out)
 
 
 def _opaque(x: Any) -> bool:
