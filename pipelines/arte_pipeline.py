@@ -34,16 +34,16 @@ def arte_pipeline(
     for seed in seeds:
         speech = dict(voices=target.voices, snrs=target.snrs, noise_kinds=noise_kinds, seed=seed)
         train_config_seeded = train_config.step_dict() | {"seed": seed}
-        s = f"_seed{seed}"
-        student, _ = train_architecture(plugged, architecture, train, nas_val, manifest_path, train_config=train_config_seeded, name=f"student_no_extra{s}", id=f"train_no_extra{s}")
-        no_extra, _ = evaluate(student, test, manifest_path, system="no_extra", id=f"evaluate_no_extra{s}")
+        suffix = f"_seed{seed}"
+        student, _ = train_architecture(plugged, architecture, train, nas_val, manifest_path, train_config=train_config_seeded, name=f"student_no_extra{suffix}", id=f"train_no_extra{suffix}")
+        no_extra, _ = evaluate(student, test, manifest_path, system="no_extra", id=f"evaluate_no_extra{suffix}")
         metrics["no_extra"].append(no_extra)
 
-        policy, _, _ = align_teacher(student, architecture, train, nas_val, test, manifest_path, target.slurp_jsonl, arte_config, update_config.step_dict(), preference_pool=preference_pool, id=f"align_teacher{s}", **speech)
+        policy, _, _ = align_teacher(student, architecture, train, nas_val, test, manifest_path, target.slurp_jsonl, arte_config, update_config.step_dict(), preference_pool=preference_pool, id=f"align_teacher{suffix}", **speech)
         for name, teacher_policy in (("random", None), ("tailored", policy)):
-            extra, with_extra, _ = generate_examples(train, nas_val, test, manifest_path, target.slurp_jsonl, n_generated, teacher_policy, name=name, data_root=target.data_root, id=f"generate_{name}{s}", **speech)
-            trained, _ = train_architecture(plugged, architecture, with_extra, nas_val, manifest_path, train_config=train_config_seeded, name=f"student_{name}{s}", id=f"train_{name}{s}")
-            scored, _ = evaluate(trained, test, manifest_path, system=name, id=f"evaluate_{name}{s}")
+            extra, with_extra, _ = generate_examples(train, nas_val, test, manifest_path, target.slurp_jsonl, n_generated, teacher_policy, name=name, data_root=target.data_root, id=f"generate_{name}{suffix}", **speech)
+            trained, _ = train_architecture(plugged, architecture, with_extra, nas_val, manifest_path, train_config=train_config_seeded, name=f"student_{name}{suffix}", id=f"train_{name}{suffix}")
+            scored, _ = evaluate(trained, test, manifest_path, system=name, id=f"evaluate_{name}{suffix}")
             metrics[name].append(scored)
             generated[name].append(extra)
 
