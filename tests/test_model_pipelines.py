@@ -120,6 +120,7 @@ INSPECT = textwrap.dedent(
         "nas_architecture": nas.get_artifact("nas_architecture").load(),
         "nas_cascade": nas.get_artifact("nas_cascade") is not None,
         "weights_plot": "data:image/png" in nas_run.steps["search_nfa_lam0"].outputs["architecture_weights"][0].load(),
+        "lam1000_architecture": nas_run.steps["search_nfa_lam1000"].outputs["architecture"][0].load()["architecture"],
         "arte": arte_outputs(c),
     }, sys.stdout)
     """
@@ -216,8 +217,10 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     nas_rows = {r["system"]: r for r in found["nas_rows"] if r["mode"] == "e2e"}
     assert nas_rows["full_finetuning"]["trainable_pct"] == 100 and nas_rows["frozen"]["trainable_pct"] == 0
     assert 0 < nas_rows["full_plugging"]["trainable_pct"] < 10  # adapters everywhere (+ the bridge)
-    # lambda 1000 prices every candidate out: all cells frozen, only the bridge trains
-    assert nas_rows["NFA_two_stage_lam1000"]["trainable_pct"] < nas_rows["NFA_two_stage_lam0"]["trainable_pct"]
+    # lambda 1000 prices fine-tuning out (its logit only falls); between frozen and adapter, which both cost less
+    # than the expected cost while fine-tuning is likely, the few architecture steps here do not decide
+    assert "finetune" not in found["lam1000_architecture"].values()
+    assert nas_rows["NFA_two_stage_lam1000"]["trainable_pct"] <= nas_rows["full_plugging"]["trainable_pct"]
     architecture = found["nas_architecture"]  # the selected point of the sweep
     assert architecture["system"] in {system for system, _ in nfa} and architecture["blocks"] == ["nlu"]
     assert set(architecture["architecture"]) == {"se", "asr", *(f"nlu.{i}" for i in range(6))}
