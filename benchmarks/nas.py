@@ -125,8 +125,13 @@ def fresh_seconds(client, step_name: str, pipelines: tuple[str, ...]) -> float |
     return None
 
 
-# the steps that make each system (training and search: its cost; evaluation: its scoring), by row prefix
+def sweep_point(system: str) -> str:
+    """An NFA row's point of the sweep as the pipeline's step ids spell it: "NFA_two_stage_lam0.3" -> "lam0_3"."""
+    return "lam" + system.partition("_lam")[2].replace(".", "_")
+
+
 def system_steps(system: str, mode: str) -> tuple[list[str], list[str]]:
+    """The steps that make a system (search and training: its cost) and that score it in ``mode``."""
     if system == "frozen":
         return [], ["evaluate_frozen"]
     if system == "full_finetuning":
@@ -135,11 +140,10 @@ def system_steps(system: str, mode: str) -> tuple[list[str], list[str]]:
         return ["train_plugging"], ["evaluate_plugging"]
     if system == "NA":
         return ["search_na", "train_na"], ["evaluate_na"]
-    stage, _, point = system.removeprefix("NFA_").partition("_lam")
-    name = point.replace(".", "_")
-    if stage == "one_stage":
-        return [f"search_nfa_lam{name}"], [f"evaluate_nfa_one_stage_lam{name}"]
-    return [f"search_nfa_lam{name}", f"train_nfa_lam{name}"], [f"evaluate_nfa_two_stage{'_text' if mode == 'text' else ''}_lam{name}"]
+    point = sweep_point(system)
+    if system.startswith("NFA_one_stage"):
+        return [f"search_nfa_{point}"], [f"evaluate_nfa_one_stage_{point}"]
+    return [f"search_nfa_{point}", f"train_nfa_{point}"], [f"evaluate_nfa_two_stage{'_text' if mode == 'text' else ''}_{point}"]
 
 
 def run_seconds(run, name: str) -> float | None:
@@ -172,6 +176,7 @@ def pipeline_costs() -> dict:
             sweep[point] = {"lambda": architecture["lambda"], "architecture": architecture["architecture"], "trainable_fraction": architecture["trainable_fraction"],
                             "probabilities": architecture["probabilities"], "search_plus_stage2_seconds": cost, "cost_vs_full": cost / full if full else None}
     cells = list(architectures["NA"])
+    made_in = {**seconds, "finetune_full": full}  # the seconds of every step that makes a system
     systems = []
     for row in table:
         system, mode = row["system"], row["mode"]
@@ -181,16 +186,17 @@ def pipeline_costs() -> dict:
         elif system == "full_finetuning":
             architecture = dict.fromkeys(cells, "finetune")
         elif system.startswith("NFA_"):
-            architecture = sweep["lam" + system.partition("_lam")[2].replace(".", "_")]["architecture"]
+            architecture = sweep[sweep_point(system)]["architecture"]
         else:
             architecture = architectures[system]
-        train_s = sum(seconds.get(n) or fresh_seconds(client, n, ("nas_pipeline", "baseline_pipeline")) or 0 for n in trained)
+        train_s = sum(made_in.get(n) or 0 for n in trained)
+        lam = row["lambda"]
         systems.append({
-            "system": system, "mode": mode, "lambda": None if row.get("lambda") != row.get("lambda") else row.get("lambda"),  # NaN -> None
+            "system": system, "mode": mode, "lambda": lam if lam == lam else None,  # NaN (no lambda) -> None
             "trainable_pct": row["trainable_pct"], **{k: row[k] for k in ("wer", "cer", "intent_acc", "slu_f1", "nlu_cer", "trainable_parameters")},
             "minutes": train_s / 60, "eval_minutes": sum(run_seconds(nas, n) or 0 for n in scored) / 60, "architecture": architecture,
         })
-    point = f"lam{selected['lambda']:g}".replace(".", "_")
+    point = sweep_point(selected["system"])
     minutes = (nas.end_time - nas.start_time).total_seconds() / 60 if nas.end_time and nas.start_time else None
     return {"run": nas.name, "run_minutes": minutes, "config": nas.config.parameters if nas.config else None, "step_seconds": seconds,
             "full_finetuning_seconds": full, "selected": selected["system"], "blocks": selected.get("blocks", []),
