@@ -1,4 +1,4 @@
-from typing import Optional, Tuple
+from typing import Literal, Optional, Tuple
 
 from zenml import Model, pipeline
 
@@ -23,6 +23,7 @@ def nas_pipeline(
     max_trainable_pct: float = 10.0,
     loss_weights: Optional[dict] = None,
     checkpoint_dir: Optional[str] = None,
+    serve_mode: Literal["e2e", "text"] = "e2e",
 ) -> None:
     """target corpus -> frozen, full fine-tuning, full plugging, NA search + stage 2, and per lambda an NFA
     search (one-stage) + stage 2 (two-stage) -> results table (e2e; full fine-tuning and two-stage also in
@@ -32,7 +33,9 @@ def nas_pipeline(
     ``lambdas``: the penalty weights of the NFA sweep (default: search_config's ``lam``).
     ``modules``: the cascade's modules that get cells (add "bridge" to search it too; otherwise it always trains).
     ``blocks``: modules searched per layer instead of whole (e.g. [asr, nlu]).
-    ``loss_weights``: full fine-tuning's, as baseline_pipeline's (the same settings reuse its cached step)."""
+    ``loss_weights``: full fine-tuning's, as baseline_pipeline's (the same settings reuse its cached step).
+    ``serve_mode``: the mode the selected system will serve in ("e2e" through the bridge, or "text"): the NFA
+    and NA searches' architecture steps score the NLU loss in it, and the selection its NLU CER."""
     train, nas_val, test, manifest_path, backbone, _ = target_data(target)
 
     frozen, _ = evaluate(backbone, test, manifest_path, system="frozen", id="evaluate_frozen")
@@ -44,7 +47,7 @@ def nas_pipeline(
     plugged, _ = train_architecture(plugged, plugged_arch, train, nas_val, manifest_path, train_config=stage2_train.step_dict(), checkpoint_dir=checkpoint_dir, name="plugging", id="train_plugging")
     plugging, _ = evaluate(plugged, test, manifest_path, system="full_plugging", id="evaluate_plugging")
 
-    na_cascade, na_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NA", adapters=adapters, frozen_cost=frozen_cost, blocks=blocks, modules=modules, checkpoint_dir=checkpoint_dir, id="search_na")
+    na_cascade, na_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NA", adapters=adapters, frozen_cost=frozen_cost, blocks=blocks, modules=modules, checkpoint_dir=checkpoint_dir, serve_mode=serve_mode, id="search_na")
     na_cascade, _ = train_architecture(na_cascade, na_arch, train, nas_val, manifest_path, train_config=stage2_train.step_dict(), checkpoint_dir=checkpoint_dir, name="na_stage2", id="train_na")
     na, _ = evaluate(na_cascade, test, manifest_path, system="NA", id="evaluate_na")
 
@@ -52,7 +55,7 @@ def nas_pipeline(
     for lam in lambdas or (search_config.get("lam", 1.0),):
         tag = f"lam{lam:g}"
         name = tag.replace(".", "_")  # step ids without dots
-        nfa_cascade, nfa_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NFA", adapters=adapters, frozen_cost=frozen_cost, blocks=blocks, modules=modules, lam=lam, checkpoint_dir=checkpoint_dir, id=f"search_nfa_{name}")
+        nfa_cascade, nfa_arch, _ = nas_search(backbone, train, nas_val, manifest_path, search_config=search_config, space="NFA", adapters=adapters, frozen_cost=frozen_cost, blocks=blocks, modules=modules, lam=lam, checkpoint_dir=checkpoint_dir, serve_mode=serve_mode, id=f"search_nfa_{name}")
         nfa_one, _ = evaluate(nfa_cascade, test, manifest_path, system=f"NFA_one_stage_{tag}", id=f"evaluate_nfa_one_stage_{name}")
         nfa_cascade, _ = train_architecture(nfa_cascade, nfa_arch, train, nas_val, manifest_path, train_config=stage2_train.step_dict(), checkpoint_dir=checkpoint_dir, name=f"nfa_stage2_{name}", id=f"train_nfa_{name}")
         nfa_two, _ = evaluate(nfa_cascade, test, manifest_path, system=f"NFA_two_stage_{tag}", id=f"evaluate_nfa_two_stage_{name}")
@@ -63,4 +66,4 @@ def nas_pipeline(
         architectures.append(nfa_arch)
         cascades.append(nfa_cascade)
 
-    nas_results_table(frozen, full, full_text, plugging, na, one_stage, two_stage, two_stage_text, architectures, cascades, max_trainable_pct=max_trainable_pct)
+    nas_results_table(frozen, full, full_text, plugging, na, one_stage, two_stage, two_stage_text, architectures, cascades, max_trainable_pct=max_trainable_pct, serve_mode=serve_mode)

@@ -107,6 +107,22 @@ def test_residual_bridge_starts_as_the_text_mode_and_learns_from_the_acoustics(c
         Cascade(None, cascade.asr, cascade.nlu, cascade.labels, bridge_input="layer_norm", bridge_dropout=0.5)
 
 
+def test_the_text_mode_loss_reads_the_words_alone(cascade, batch):
+    """cascade_loss(mode="text"): the NLU on the 1-best's words, as a text-mode service reads them. With the
+    residual bridge at zero that is e2e's loss; the bridge gets no gradient from it."""
+    import copy
+
+    model = Cascade(None, cascade.asr, copy.deepcopy(cascade.nlu), cascade.labels).eval()
+    weights = {"asr": 0.0, "se": 0.0}
+    e2e, _ = cascade_loss(model, batch, weights)
+    text, parts = cascade_loss(model, batch, weights, mode="text")
+    torch.testing.assert_close(text, e2e)
+    text.backward()
+    assert model.bridge.weight.grad is None and any(p.grad is not None and p.grad.any() for p in model.nlu.parameters())
+    with pytest.raises(ValueError, match="unknown cascade mode 'audio'"):
+        cascade_loss(model, batch, weights, mode="audio")
+
+
 def test_both_modes_predict_slurp_records(cascade, batch, tmp_path):
     from components.models.nlu import load_tokenizer
 

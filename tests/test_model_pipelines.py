@@ -51,6 +51,7 @@ parameters:
   search_config: {{epochs: 2, warmup_epochs: 1, batch_size: 8, record_every: 1, progress: false}}
   lambdas: [0.0, 1000.0]
   blocks: [nlu]
+  serve_mode: text
 """
 ARTE = """
 parameters:
@@ -223,6 +224,11 @@ def test_pretrain_then_baselines_then_predict_and_score(tmp_path):
     assert nas_rows["NFA_two_stage_lam1000"]["trainable_pct"] <= nas_rows["full_plugging"]["trainable_pct"]
     architecture = found["nas_architecture"]  # the selected point of the sweep
     assert architecture["system"] in {system for system, _ in nfa} and architecture["blocks"] == ["nlu"]
+    # serve_mode text: the searches scored the text mode's NLU loss, the selection its NLU CER
+    text_rows = {r["system"]: r for r in found["nas_rows"] if r["mode"] == "text" and r["system"].startswith("NFA_")}
+    assert architecture["mode"] == architecture["serve_mode"] == "text"
+    fits = [r for r in text_rows.values() if r["trainable_pct"] <= 10]  # lambda 1000's point at least (<= full plugging)
+    assert fits and architecture["system"] == min(fits, key=lambda r: r["nlu_cer"])["system"]
     assert set(architecture["architecture"]) == {"se", "asr", *(f"nlu.{i}" for i in range(6))}
     assert set(architecture["architecture"].values()) <= {"frozen", "adapter", "finetune"}
     assert len(architecture["history"]) > 0 and found["nas_cascade"] and found["weights_plot"]

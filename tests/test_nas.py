@@ -203,6 +203,23 @@ def test_search_follows_the_loss_and_the_penalty(lam, expected):
     assert "val_loss" not in result.history[0] and "penalty" in result.history[-1]  # warm-up: weights only
 
 
+def test_the_architecture_steps_score_their_own_loss():
+    """val_loss_fn (the loss of the mode that serves) drives alpha; loss_fn only the weights. The train loss
+    rewards fitting y (lambda 0 picks finetune above); a validation loss that rewards staying at the
+    pre-trained output picks frozen."""
+    from components.nas import SearchConfig, search
+
+    model, arch = mlp_problem()
+    torch.manual_seed(0)
+    pretrained = MLP()  # mlp_problem's backbone, as it starts
+
+    def stay(model, batch):
+        return (model.body(batch["x"]) - pretrained(batch["x"]).detach()).square().mean()
+
+    cfg = SearchConfig(epochs=12, warmup_epochs=2, batch_size=16, lam=0.0, arch_lr=0.05, weight_lr=0.01, progress=False, device="cpu")
+    assert search(model, arch, mse, Regression(128, 0), Regression(64, 1), cfg, val_loss_fn=stay).architecture == {"body": "frozen"}
+
+
 @pytest.mark.parametrize("warmup", [{"warmup_epochs": 1}, {"warmup_steps": 8}])
 def test_a_search_whose_warm_up_covers_every_step_is_refused(warmup):
     """max_steps 8 of 8-batch epochs: alpha would stay uniform and every cell derive its first candidate."""

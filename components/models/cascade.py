@@ -33,6 +33,7 @@ from components.models.nlu import HIDDEN, IGNORE, NluLabels, NluModel, decode, e
 from components.models.se import MaskEnhancer, se_loss
 
 MODULES = ("se", "asr", "bridge", "nlu")
+MODES = ("e2e", "text")  # what the NLU reads: the 1-best through the bridge, or the 1-best's words alone
 # What the bridge reads and feeds: "residual", the pooled states normalised per word (no parameters),
 # mapped to a correction of the 1-best word pieces' input embeddings (zero at the start); "layer_norm",
 # the normalised states mapped to the word's only input vector, so one bridge init suits every backbone
@@ -145,6 +146,11 @@ class Cascade(nn.Module):
             pooled = nn.functional.layer_norm(pooled, pooled.shape[-1:])
         return self.bridge(pooled)
 
+    def read_text(self, words: Sequence[Sequence[str]], device: torch.device, tokenizer=None) -> dict:
+        """The NLU on the words alone (B lists; text mode): no bridge, no acoustics."""
+        enc = encode_texts(tokenizer or self.tokenizer, [w or ["<empty>"] for w in words])
+        return self.nlu(**{k: v.to(device) for k, v in enc.items()})
+
     def read_words(self, words: Sequence[Sequence[str]], pooled: torch.Tensor, word_mask: torch.Tensor) -> dict:
         """The NLU on the 1-best words (B lists) and their pooled states (B, W, d), through the bridge."""
         if self.bridge_input != "residual":
@@ -166,12 +172,21 @@ class Cascade(nn.Module):
         asr_out = self.asr(enhanced, lengths, targets, target_lengths)
         return {"enhanced": enhanced, "asr": asr_out, "hyps": [slurp_pieces(h) for h in asr_out["words"]]}
 
-    def forward(self, noisy: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor | None = None, target_lengths: torch.Tensor | None = None) -> dict:
-        """noisy (B, L) -> {enhanced, asr: {...}, words: B lists of str, nlu: {...}}."""
+    def forward(
+        self, noisy: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor | None = None, target_lengths: torch.Tensor | None = None, mode: str = "e2e",
+    ) -> dict:
+        """noisy (B, L) -> {enhanced, asr: {...}, words: B lists of str, nlu: {...}}; the NLU reads the 1-best
+        through the bridge (mode "e2e") or its words alone ("text")."""
+        if mode not in MODES:
+            raise ValueError(f"unknown cascade mode {mode!r}; use one of {MODES}")
         out = self.transcribe(noisy, lengths, targets, target_lengths)
-        pooled, word_mask = pool_words(out["asr"]["states"], [[(a, b) for _, a, b in h] for h in out["hyps"]])
         words = [[w for w, _, _ in h] for h in out["hyps"]]
-        return {"enhanced": out["enhanced"], "asr": out["asr"], "words": words, "nlu": self.read_words(words, pooled, word_mask)}
+        if mode == "text":
+            nlu_out = self.read_text(words, noisy.device)
+        else:
+            pooled, word_mask = pool_words(out["asr"]["states"], [[(a, b) for _, a, b in h] for h in out["hyps"]])
+            nlu_out = self.read_words(words, pooled, word_mask)
+        return {"enhanced": out["enhanced"], "asr": out["asr"], "words": words, "nlu": nlu_out}
 
     def nlu_targets(self, words: Sequence[Sequence[str]], meta: Sequence[dict], width: int) -> dict:
         """Targets for the hypothesised words: gold scenario/action, gold tags aligned onto the words."""
@@ -193,24 +208,20 @@ class Cascade(nn.Module):
     def predict(self, noisy: torch.Tensor, lengths: torch.Tensor, meta: Sequence[dict], mode: str = "e2e", tokenizer=None, beam=None) -> list[tuple[Prediction, str]]:
         """(SLURP prediction, transcript) per utterance. mode "e2e" (through the bridge) or "text" (1-best text -> NLU).
 
+        tokenizer: the text mode's NLU tokenizer (default: the cascade's, MiniLM's shipped one).
         beam: a components.models.beam.BeamDecoder for the text mode's transcripts (e2e needs the
         greedy path's word spans).
         """
         if mode == "text":
-            if tokenizer is None:
-                raise ValueError("mode 'text' needs the NLU tokenizer")
             out = self.transcribe(noisy, lengths)
             if beam is not None:
                 words = [split_words(t) for t in beam.decode(out["asr"])]
             else:
                 words = [[w for w, _, _ in h] for h in out["hyps"]]
-            enc = encode_texts(tokenizer, [w or ["<empty>"] for w in words])
-            nlu_out = self.nlu(**{k: v.to(noisy.device) for k, v in enc.items()})
-        elif mode == "e2e":
-            out = self(noisy, lengths)
-            words, nlu_out = out["words"], out["nlu"]
+            nlu_out = self.read_text(words, noisy.device, tokenizer)
         else:
-            raise ValueError(f"unknown cascade mode {mode!r}; use 'e2e' or 'text'")
+            out = self(noisy, lengths, mode=mode)
+            words, nlu_out = out["words"], out["nlu"]
         decoded = decode(nlu_out, [w or ["<empty>"] for w in words], self.labels)
         speech = out["asr"].get("speech") or [True] * len(meta)  # an ASR that hears nobody: no transcript, no intent
         results = []
@@ -233,15 +244,16 @@ def asr_targets(asr: ASRBackbone, batch: dict) -> tuple[torch.Tensor, torch.Tens
 LOSS_WEIGHTS = {"nlu": 1.0, "asr": 0.5, "se": 0.5}
 
 
-def cascade_loss(model: Cascade, batch: dict, weights: dict[str, float] | None = None) -> tuple[torch.Tensor, dict]:
+def cascade_loss(model: Cascade, batch: dict, weights: dict[str, float] | None = None, mode: str = "e2e") -> tuple[torch.Tensor, dict]:
     """Weighted sum of the NLU loss and, as auxiliary terms, the ASR's own loss (CTC, token cross-entropy)
-    and the SE loss; also the parts as floats. ``weights`` keys: nlu, asr, se."""
+    and the SE loss; also the parts as floats. ``weights`` keys: nlu, asr, se. ``mode``: the NLU reads the
+    1-best through the bridge ("e2e") or its words alone ("text": the bridge gets no gradient)."""
     unknown = sorted(set(weights or {}) - set(LOSS_WEIGHTS))
     if unknown:
         raise ValueError(f"unknown loss weight(s) {unknown}; use {sorted(LOSS_WEIGHTS)}")
     w = LOSS_WEIGHTS | (weights or {})
     targets, target_lengths = asr_targets(model.asr, batch) if w["asr"] else (None, None)
-    out = model(batch["noisy"], batch["lengths"], targets, target_lengths)
+    out = model(batch["noisy"], batch["lengths"], targets, target_lengths, mode=mode)
     nlu_out = out["nlu"]
     tags = model.nlu_targets(out["words"], batch["meta"], nlu_out["tag_logits"].shape[1])
     parts = {"nlu": nlu_loss(nlu_out, {**tags, "word_mask": nlu_out["word_mask"]})}

@@ -99,7 +99,11 @@ def search(
     collate_fn=None,
     extra: Iterable[nn.Parameter] = (),
     on_record: Callable[[dict], None] | None = None,
+    val_loss_fn: LossFn | None = None,
 ) -> SearchResult:
+    """Stage 1 (the module docstring). ``loss_fn`` trains the weights; ``val_loss_fn`` (default: loss_fn)
+    is the architecture step's loss on nas_val, e.g. the loss of the mode the model will serve in."""
+    val_loss_fn = val_loss_fn or loss_fn
     device = resolve_device(cfg.device)
     model.to(device)
     arch.to(device)
@@ -178,7 +182,7 @@ def search(
                 arch_opt.zero_grad(set_to_none=True)
                 arch.sample(tau, cfg.hard)
                 with no_weight_gradients(weights):
-                    val_loss = _loss(loss_fn(model, val_batch(step - warmup)))
+                    val_loss = _loss(val_loss_fn(model, val_batch(step - warmup)))
                     penalty = arch.penalty(cfg.lam)
                     (val_loss + penalty).backward()
                 arch_opt.step()

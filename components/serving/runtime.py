@@ -16,7 +16,7 @@ from torch.nn.utils.rnn import pad_sequence
 
 from components.adapters import get_adapter
 from components.cascade_files import load_cascade, save_cascade
-from components.models.cascade import Cascade
+from components.models.cascade import MODES, Cascade
 from components.models.nlu import load_tokenizer
 from components.multitask.bundle import ADAPTER, TaskAdapters
 from components.serving.audio import RequestError
@@ -24,7 +24,6 @@ from components.serving.torch_thread import run_on_torch_thread
 from components.training.loop import resolve_device
 
 CASCADE_DIR, ADAPTERS_DIR = "cascade", "adapters"
-MODES = ("e2e", "text")
 
 
 def write_service_model(root: str | Path, cascade: Cascade, bundle: TaskAdapters) -> Path:
