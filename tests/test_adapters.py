@@ -107,6 +107,13 @@ def test_method_contract(method, model_and_batch, tmp_path):
         mixed = model(x, lengths)
     assert not torch.allclose(outs["t1"], outs["t2"]) or method == "shared"
     torch.testing.assert_close(mixed, torch.stack([outs["t1"][0], outs["t2"][1], outs["t1"][2]]), rtol=1e-5, atol=1e-5)
+    # the same mixed batch again after t1's weights change in place: the change shows (nothing kept is stale)
+    perturb(adapter, model, task="t1", seed=3)
+    with torch.no_grad():
+        again = model(x, lengths)
+        adapter.set_task("t1")
+        t1 = model(x, lengths)
+    torch.testing.assert_close(again, torch.stack([t1[0], outs["t2"][1], t1[2]]), rtol=1e-5, atol=1e-5)
 
     # one task saved alone and loaded into a fresh copy of the adapter gives the same outputs
     A.save_task(model, tmp_path / "t2.safetensors", "t2", name="ad")

@@ -17,7 +17,6 @@ from torch.nn.utils.rnn import pad_sequence
 from components.adapters import get_adapter
 from components.cascade_files import load_cascade, save_cascade
 from components.models.cascade import MODES, Cascade
-from components.models.nlu import load_tokenizer
 from components.multitask.bundle import ADAPTER, TaskAdapters
 from components.serving.audio import RequestError
 from components.serving.torch_thread import run_on_torch_thread
@@ -69,7 +68,6 @@ class TaskRuntime:
         self.mode = mode
         self._has_no_speech_gate = "no_speech_threshold" in cascade.asr.runtime_options
         self.no_speech_threshold = no_speech_threshold if self._has_no_speech_gate else None
-        self._tokenizer = load_tokenizer() if mode == "text" else None
         run_on_torch_thread(self._attach)
 
     def _attach(self) -> None:
@@ -130,7 +128,7 @@ class TaskRuntime:
         meta = [{"utt_id": str(i), "slurp_id": -1} for i in range(len(waves))]
         with torch.autocast(self.device.type, enabled=self.device.type == "cuda"):
             self._router.set_task(list(tasks))
-            results = self.cascade.predict(noisy, lengths, meta, mode=self.mode, tokenizer=self._tokenizer)
+            results = self.cascade.predict(noisy, lengths, meta, mode=self.mode)
         return [
             {
                 "task": task,

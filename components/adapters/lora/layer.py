@@ -38,6 +38,7 @@ class LoraLayer(AdapterLayer):
         self.scaling = cfg.alpha / cfg.r
         self.dropout = nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity()
         self.merged: str | None = None  # the task whose update is folded into base.weight
+        self._row_cache: tuple | None = None  # a mixed batch's per-row weights (_row_weights)
 
     def new_task(self, task: str) -> nn.Module:
         A = nn.Linear(self.base.in_features, self.adapter_config.r, bias=False)
@@ -67,16 +68,31 @@ class LoraLayer(AdapterLayer):
     def _row_updates(self, x: torch.Tensor) -> torch.Tensor:
         """A mixed batch: every row through its own task's A and B as two batched matmuls over the rows,
         not a pair of small matmuls (and a gather and a scatter) for each task of the batch."""
-        tasks, which = self.method.router.row_tasks()  # which: (B,) the row's task among tasks
-        rows, which = x.size(self.batch_dim), which.to(x.device)
-        if which.numel() != rows:
-            raise ValueError(f"task ids for {which.numel()} rows, but dim {self.batch_dim} of the input has {rows}")
-        A = torch.stack([self.tasks[task]["lora_A"].weight for task in tasks]).index_select(0, which)  # (B, r, in)
-        B = torch.stack([self.tasks[task]["lora_B"].weight for task in tasks]).index_select(0, which)  # (B, out, r)
+        rows = x.size(self.batch_dim)
+        A, B = self._row_weights(x.device)  # (B, in, r), (B, r, out)
+        if A.shape[0] != rows:
+            raise ValueError(f"task ids for {A.shape[0]} rows, but dim {self.batch_dim} of the input has {rows}")
         h = self.dropout(x).movedim(self.batch_dim, 0)  # (B, ..., in)
         shape = h.shape
-        h = torch.bmm(torch.bmm(h.reshape(rows, -1, shape[-1]), A.transpose(1, 2)), B.transpose(1, 2))  # (B, N, out)
+        h = torch.bmm(torch.bmm(h.reshape(rows, -1, shape[-1]), A), B)  # (B, N, out)
         return (h * self.scaling).reshape(*shape[:-1], -1).movedim(0, self.batch_dim)
+
+    def _row_weights(self, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each row's task's A^T (B, in, r) and B^T (B, r, out), contiguous for bmm. Without gradients
+        (serving) they are kept for the batch: a decoder step reuses its batch's until the batch narrows
+        (a new ids tensor) or a weight changes (its version). Stacked from a list of rows, not gathered
+        with index_select, which takes milliseconds on a (T, r, in) stack of 2 threads."""
+        tasks, which = self.method.router.row_tasks()  # which: (B,) the row's task among tasks, one tensor a batch
+        weights = [(self.tasks[task]["lora_A"].weight, self.tasks[task]["lora_B"].weight) for task in tasks]
+        versions = tuple(w._version for pair in weights for w in pair)
+        cached = self._row_cache
+        if cached is not None and cached[0] is which and cached[1] == versions and not torch.is_grad_enabled():
+            return cached[2], cached[3]
+        rows = which.tolist()
+        A = torch.stack([weights[k][0] for k in rows]).transpose(1, 2).contiguous().to(device)
+        B = torch.stack([weights[k][1] for k in rows]).transpose(1, 2).contiguous().to(device)
+        self._row_cache = None if torch.is_grad_enabled() else (which, versions, A, B)
+        return A, B
 
     def delta_weight(self, task: str) -> torch.Tensor:
         lora = self.tasks[task]
