@@ -160,7 +160,10 @@ def pipeline_costs() -> dict:
     from components.nas.cascade import SEARCHED_MODULES
 
     client = Client()
-    nas = client.list_pipeline_runs(pipeline_name="nas_pipeline", sort_by="desc:created", size=1).items[0]
+    finished = [r for r in client.list_pipeline_runs(pipeline_name="nas_pipeline", sort_by="desc:created", size=10).items if r.status == "completed"]
+    if not finished:
+        raise SystemExit("no finished nas_pipeline run in the local ZenML store: run configs/nas.yaml first")
+    nas = finished[0]  # the newest finished run (one still running, or killed, has no results table)
     seconds = {name: fresh_seconds(client, name, ("nas_pipeline",)) for name in nas.steps if name.startswith(("search_", "train_"))}
     full = fresh_seconds(client, "finetune_full", ("nas_pipeline", "baseline_pipeline"))
     outputs = nas.steps["nas_results_table"].outputs
