@@ -115,7 +115,7 @@ def test_the_text_mode_loss_reads_the_words_alone(cascade, batch):
     model = Cascade(None, cascade.asr, copy.deepcopy(cascade.nlu), cascade.labels).eval()
     weights = {"asr": 0.0, "se": 0.0}
     e2e, _ = cascade_loss(model, batch, weights)
-    text, parts = cascade_loss(model, batch, weights, mode="text")
+    text, _ = cascade_loss(model, batch, weights, mode="text")
     torch.testing.assert_close(text, e2e)
     text.backward()
     assert model.bridge.weight.grad is None and any(p.grad is not None and p.grad.any() for p in model.nlu.parameters())
