@@ -5,8 +5,8 @@
 Needs a finished arte_pipeline run (configs/arte.yaml: 3 seeds) in the local ZenML store; by default the
 newest. Writes ``results``, one record a (system, seed) of the run's arte_results (intent accuracy,
 SLU-F1, WER, ... as fractions), ``summary`` (mean and sample standard deviation over seeds), the run's
-minutes and where they went (seconds per kind of step: training the students, aligning the teacher,
-generating the sets, evaluating), and issue 27's target: tailored data beats random data of the same size
+minutes and where they went (seconds per step, and per kind of step: training the students, aligning the
+teacher, generating the sets, evaluating), and issue 27's target: tailored data beats random data of the same size
 by more than the spread over seeds, on intent accuracy or SLU-F1.
 """
 
@@ -48,26 +48,24 @@ def tailored_vs_random(summary: dict) -> dict:
 def run_figures(run_name: str | None) -> dict:
     from zenml.client import Client
 
-    client = Client()
-    if run_name:
-        run = client.get_pipeline_run(run_name)
-    else:
-        runs = [r for r in client.list_pipeline_runs(pipeline_name="arte_pipeline", sort_by="desc:created", size=10).items if r.status == "completed"]
-        if not runs:
-            raise SystemExit("no finished arte_pipeline run in the local ZenML store: run configs/arte.yaml first")
-        run = runs[0]
+    from benchmarks.runs import newest_finished_run
+
+    run = Client().get_pipeline_run(run_name) if run_name else newest_finished_run("arte_pipeline", "configs/arte.yaml")
     outputs = run.steps["arte_results"].outputs
     results = outputs["arte_results"][0].load().to_dict("records")
     summary = {r.pop("system"): r for r in outputs["arte_summary"][0].load().to_dict("records")}
-    seconds, cached = defaultdict(float), []
+    step_seconds, cached = {}, []
     for name, step in run.steps.items():
         if step.status == "cached":
             cached.append(name)
         elif step.start_time and step.end_time:
-            seconds[step_kind(name)] += (step.end_time - step.start_time).total_seconds()
+            step_seconds[name] = (step.end_time - step.start_time).total_seconds()
+    seconds = defaultdict(float)
+    for name, s in step_seconds.items():
+        seconds[step_kind(name)] += s
     minutes = (run.end_time - run.start_time).total_seconds() / 60 if run.end_time and run.start_time else None
     return {"run": run.name, "run_minutes": minutes, "config": run.config.parameters if run.config else None, "results": results,
-            "summary": summary, "seconds_by_step_kind": dict(sorted(seconds.items(), key=lambda kv: -kv[1])), "cached_steps": cached}
+            "summary": summary, "seconds_by_step_kind": dict(sorted(seconds.items(), key=lambda kv: -kv[1])), "step_seconds": step_seconds, "cached_steps": cached}
 
 
 def main() -> None:

@@ -157,13 +157,11 @@ def run_seconds(run, name: str) -> float | None:
 def pipeline_costs() -> dict:
     from zenml.client import Client
 
+    from benchmarks.runs import newest_finished_run
     from components.nas.cascade import SEARCHED_MODULES
 
     client = Client()
-    finished = [r for r in client.list_pipeline_runs(pipeline_name="nas_pipeline", sort_by="desc:created", size=10).items if r.status == "completed"]
-    if not finished:
-        raise SystemExit("no finished nas_pipeline run in the local ZenML store: run configs/nas.yaml first")
-    nas = finished[0]  # the newest finished run (one still running, or killed, has no results table)
+    nas = newest_finished_run("nas_pipeline", "configs/nas.yaml")
     seconds = {name: fresh_seconds(client, name, ("nas_pipeline",)) for name in nas.steps if name.startswith(("search_", "train_"))}
     full = fresh_seconds(client, "finetune_full", ("nas_pipeline", "baseline_pipeline"))
     outputs = nas.steps["nas_results_table"].outputs

@@ -7,6 +7,17 @@ from pathlib import Path
 TARGET_PIPELINES = ("multitask_pipeline", "baseline_pipeline", "nas_pipeline")
 
 
+def newest_finished_run(pipeline: str, config: str):
+    """The newest completed run of ``pipeline`` (one still running, or killed, has no results); ``config``
+    names what to run when there is none."""
+    from zenml.client import Client
+
+    runs = [r for r in Client().list_pipeline_runs(pipeline_name=pipeline, sort_by="desc:created", size=10).items if r.status == "completed"]
+    if not runs:
+        raise SystemExit(f"no finished {pipeline} run in the local ZenML store: run {config} first")
+    return runs[0]
+
+
 def newest_target_run():
     """The newest finished run that split the target corpus for a backbone (its fit_to_backbone step holds
     the train / nas_val / test splits, and the backbone as that step's input ``cascade``)."""
