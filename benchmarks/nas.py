@@ -2,9 +2,10 @@
 search + two-stage time against one full fine-tuning run, and the systems' results table.
 
     python benchmarks/nas.py [--threads 2] [--repeats 10] [--manifest data/target/manifest.jsonl]
-                             [--skip-steps] [--out benchmarks/results/nas.json]
+                             [--skip-steps] [--config configs/nas.yaml] [--out benchmarks/results/nas.json]
+    python benchmarks/nas.py --skip-steps --config configs/nas_lora.yaml --out benchmarks/results/nas_lora.json
 
-Needs a finished nas_pipeline run (configs/nas.yaml) in the local ZenML store (and, when its full
+Needs a finished nas_pipeline run of --config (default configs/nas.yaml) in the local ZenML store (and, when its full
 fine-tuning came from a cache, the run that trained it).
 
 Steps (in this process, on the newest cascadapt_backbones, batch: the 8 target utterances
@@ -111,18 +112,17 @@ def step_costs(manifest: Path, repeats: int, blocks: list[str], modules: list[st
     return {n: {"step_s": medians[n], "vs_full": medians[n] / medians["full"], **memory.get(n, {})} for n in names}
 
 
-def fresh_seconds(client, step_name: str, pipelines: tuple[str, ...]) -> float | None:
-    """Duration of ``step_name`` in the newest run where it really ran: not cached, and not resumed
+def fresh_seconds(runs, step_name: str) -> float | None:
+    """Duration of ``step_name`` in the newest of ``runs`` where it really ran: not cached, and not resumed
     from a checkpoint (metadata ``*resumed_from`` = -1; runs from before that key: longer than a minute)."""
-    for pipeline in pipelines:
-        for run in client.list_pipeline_runs(pipeline_name=pipeline, sort_by="desc:created", size=20).items:
-            step = run.steps.get(step_name)
-            if not step or step.status != "completed" or not (step.start_time and step.end_time):
-                continue
-            seconds = (step.end_time - step.start_time).total_seconds()
-            resumed = [v for k, v in step.run_metadata.items() if k.endswith("resumed_from")]
-            if (resumed and all(v == -1 for v in resumed)) or (not resumed and seconds > 60):
-                return seconds
+    for run in runs:
+        step = run.steps.get(step_name)
+        if not step or step.status != "completed" or not (step.start_time and step.end_time):
+            continue
+        seconds = (step.end_time - step.start_time).total_seconds()
+        resumed = [v for k, v in step.run_metadata.items() if k.endswith("resumed_from")]
+        if (resumed and all(v == -1 for v in resumed)) or (not resumed and seconds > 60):
+            return seconds
     return None
 
 
@@ -154,16 +154,18 @@ def run_seconds(run, name: str) -> float | None:
     return (step.end_time - step.start_time).total_seconds()
 
 
-def pipeline_costs() -> dict:
+def pipeline_costs(config: str) -> dict:
     from zenml.client import Client
 
-    from benchmarks.runs import newest_finished_run
+    from benchmarks.runs import finished_runs, newest_finished_run
     from components.nas.cascade import SEARCHED_MODULES
 
-    client = Client()
-    nas = newest_finished_run("nas_pipeline", "configs/nas.yaml")
-    seconds = {name: fresh_seconds(client, name, ("nas_pipeline",)) for name in nas.steps if name.startswith(("search_", "train_"))}
-    full = fresh_seconds(client, "finetune_full", ("nas_pipeline", "baseline_pipeline"))
+    nas = newest_finished_run("nas_pipeline", config)
+    # a search or training resumed from a finished checkpoint costs what it cost in the run of this config that made it;
+    # full fine-tuning is shared with baseline_pipeline (configs/baselines.yaml), whose checkpoint it resumes
+    seconds = {name: fresh_seconds(finished_runs("nas_pipeline", config), name) for name in nas.steps if name.startswith(("search_", "train_"))}
+    all_runs = [r for p in ("nas_pipeline", "baseline_pipeline") for r in Client().list_pipeline_runs(pipeline_name=p, sort_by="desc:created", size=20).items]
+    full = fresh_seconds(sorted(all_runs, key=lambda r: r.created, reverse=True), "finetune_full")
     outputs = nas.steps["nas_results_table"].outputs
     table = outputs["nas_results"][0].load().to_dict("records")
     selected = outputs["nas_architecture"][0].load()
@@ -212,6 +214,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--manifest", default=str(REPO / "data/target/manifest.jsonl"))
+    parser.add_argument("--config", default="configs/nas.yaml", help="the pipeline config whose newest finished run to read")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/nas.json"))
     parser.add_argument("--steps-only", action="store_true", help="only the step costs (no nas_pipeline run needed), on the search space of --blocks and --modules")
     parser.add_argument("--skip-steps", action="store_true", help="the pipeline run's figures only, without timing supernet steps")
@@ -232,7 +235,7 @@ def main() -> None:
         Path(args.out).write_text(json.dumps(result, indent=2, default=str))
         print(json.dumps(result["steps"], indent=1), f"\nwrote {args.out}")
         return
-    pipeline = pipeline_costs()
+    pipeline = pipeline_costs(args.config)
     rows = {(r["system"], r["mode"]): r for r in pipeline["systems"]}
     served = pipeline["serve_mode"]  # the targets compare the selected point with full fine-tuning in the mode it serves in
     full, full_e2e, full_text, nfa = rows[("full_finetuning", served)], rows[("full_finetuning", "e2e")], rows[("full_finetuning", "text")], rows[(pipeline["selected"], served)]

@@ -2,19 +2,41 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 TARGET_PIPELINES = ("multitask_pipeline", "baseline_pipeline", "nas_pipeline")
 
 
-def newest_finished_run(pipeline: str, config: str):
-    """The newest completed run of ``pipeline`` (one still running, or killed, has no results); ``config``
-    names what to run when there is none."""
+def config_parameters(config: str) -> dict:
+    """The ``parameters`` of a pipeline config (YAML), as ZenML records them on a run."""
+    import yaml
+
+    return yaml.safe_load((REPO / config).read_text()).get("parameters", {})
+
+
+def finished_runs(pipeline: str, config: str) -> list:
+    """The completed runs of ``pipeline`` made with ``config``'s parameters, newest first (a run still
+    running, or killed, has no results; one of another config, or of this file before an edit, is not its)."""
     from zenml.client import Client
 
-    runs = [r for r in Client().list_pipeline_runs(pipeline_name=pipeline, sort_by="desc:created", size=10).items if r.status == "completed"]
+    wanted = json.loads(json.dumps(config_parameters(config)))  # YAML -> JSON types, as the run's
+
+    def made_with(run) -> bool:  # the run records defaults too: compare what the file names
+        recorded = json.loads(json.dumps(run.config.parameters if run.config else {}, default=str))
+        return all(recorded.get(k) == v for k, v in wanted.items())
+
+    runs = Client().list_pipeline_runs(pipeline_name=pipeline, sort_by="desc:created", size=50).items
+    return [r for r in runs if r.status == "completed" and made_with(r)]
+
+
+def newest_finished_run(pipeline: str, config: str):
+    """The newest completed run of ``pipeline`` with ``config``'s parameters; ``config`` names what to run when there is none."""
+    runs = finished_runs(pipeline, config)
     if not runs:
-        raise SystemExit(f"no finished {pipeline} run in the local ZenML store: run {config} first")
+        raise SystemExit(f"no finished {pipeline} run with the parameters of {config} in the local ZenML store: run {config} first")
     return runs[0]
 
 

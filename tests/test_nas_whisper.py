@@ -14,6 +14,9 @@ from tests.test_nas import speech  # noqa: F401  (the fixture: 4 SLURP rows spok
 # Houlsby after each Whisper block's attention and FFN, sequential: fc2's input is wider than its output
 WHISPER_ADAPTERS = {"asr": {"method": "houlsby", "target_modules": ["@attention", "@ffn"], "reduction_factor": 4, "placement": "sequential"}}
 MODULES = ("se", "asr", "bridge", "nlu")
+LORA = {"method": "lora", "target_modules": ["@attention"], "r": 4}  # configs/nas_lora.yaml's kind
+HRA = {"method": "hra", "r": 8}  # the controller narrowed to one block
+ADAPTER_KINDS = {"houlsby": WHISPER_ADAPTERS, "lora": {"asr": LORA, "nlu": LORA}, "hra": {"asr": HRA, "nlu": HRA}}
 
 
 @pytest.fixture(scope="module")
@@ -40,7 +43,8 @@ def searched(tokenizer):
     return cascade, cells, Architecture(cells)
 
 
-def test_one_cell_per_whisper_block_se_bridge_and_minilm_layer(tokenizer, speech):
+@pytest.mark.parametrize("kind", ADAPTER_KINDS)
+def test_one_cell_per_whisper_block_se_bridge_and_minilm_layer(tokenizer, speech, kind):
     from components.data.dataset import collate
     from components.nas.cascade import glue_parameters
 
@@ -48,7 +52,7 @@ def test_one_cell_per_whisper_block_se_bridge_and_minilm_layer(tokenizer, speech
     batch = collate([speech[i] for i in range(2)])
     with torch.no_grad():
         plain = cascade(batch["noisy"], batch["lengths"])["nlu"]["scenario_logits"]
-    cells = attach_cells(cascade, "NFA", WHISPER_ADAPTERS, modules=MODULES, blocks=["asr", "nlu"])
+    cells = attach_cells(cascade, "NFA", ADAPTER_KINDS[kind], modules=MODULES, blocks=["asr", "nlu"])
     whisper = cascade.asr.whisper.model
     assert list(cells) == ["se", "asr.0", "asr.1", "asr.2", "asr.3", "bridge", *(f"nlu.{i}" for i in range(6))]
     assert [cells[f"asr.{i}"] for i in range(4)] == [*whisper.encoder.layers, *whisper.decoder.layers]
