@@ -1,12 +1,13 @@
 """Calibrate and measure the no-speech decision: Whisper's <|nospeech|> probability at its first step,
 and the clip's level (rms dBFS) as an energy gate.
 
-    python benchmarks/no_speech.py [--per-kind 4] [--max-false-rejection 0.01] [--out benchmarks/results/no_speech.json]
+    python benchmarks/no_speech.py [--per-kind 4] [--max-false-rejection 0.01] [--run NAME] [--out benchmarks/results/no_speech.json]
 
 The backbone and the splits are the newest target run's (benchmarks/runs.py). Calibration: the noisy
 nas_val commands and a non-speech set (components/data/nonspeech.py, seed 0; babble from train clips).
 The threshold is the lowest that rejects at most ``--max-false-rejection`` of the nas_val commands;
-the energy gate sits 10 dB under the quietest nas_val command; the serving default (NO_SPEECH_THRESHOLD,
+the energy gate sits 10 dB under the quietest nas_val command; OpenAI's rescue keeps a clip whose 1-best has
+a mean log probability above -1 (at that threshold, and at the lowest threshold that allows it); the serving default (NO_SPEECH_THRESHOLD,
 that threshold rounded) is scored as a rule of its own. Measurement, with both fixed: the noisy
 test commands (held-out sentences, unseen voices) and a fresh non-speech set (seed 1). Each clip's
 probability, level and 1-best are kept, so another rule can be tried on the JSON.
@@ -28,6 +29,7 @@ from benchmarks.runs import newest_target_run, target_inputs  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 ENERGY_MARGIN_DB = 10.0
+LOGPROB_RESCUE = -1.0  # OpenAI's transcribe(): a clip is silent only if its avg_logprob is at most this too
 
 
 def level_dbfs(wave: np.ndarray) -> float:
@@ -35,7 +37,7 @@ def level_dbfs(wave: np.ndarray) -> float:
 
 
 def score_clips(asr, clips: list[tuple[str, np.ndarray]], batch_size: int = 16) -> list[dict]:
-    """[(name, wave)] -> [{name, no_speech_prob, dbfs, text}] from the backbone's greedy pass (no gate)."""
+    """[(name, wave)] -> [{name, no_speech_prob, avg_logprob, dbfs, text}] from the backbone's greedy pass (no gate)."""
     import torch
     from torch.nn.utils.rnn import pad_sequence
 
@@ -46,20 +48,35 @@ def score_clips(asr, clips: list[tuple[str, np.ndarray]], batch_size: int = 16) 
             batch = clips[start : start + batch_size]
             waves = [torch.from_numpy(np.asarray(w, dtype=np.float32)) for _, w in batch]
             out = asr(pad_sequence(waves, batch_first=True), torch.tensor([len(w) for w in waves]))
-            for (name, wave), p, text in zip(batch, out["no_speech_prob"], out["texts"]):
-                rows.append({"name": name, "no_speech_prob": round(float(p), 5), "dbfs": round(level_dbfs(wave), 2), "text": text})
+            logprobs = asr.mean_logprob(out["states"], out["tokens"])
+            for (name, wave), p, logprob, text in zip(batch, out["no_speech_prob"], logprobs, out["texts"]):
+                rows.append({"name": name, "no_speech_prob": round(float(p), 5), "avg_logprob": round(logprob, 4), "dbfs": round(level_dbfs(wave), 2), "text": text})
             print(f"{start + len(batch)}/{len(clips)} clips", end="\r", flush=True)
     print()
     return rows
 
 
-def rejected(rows: list[dict], threshold: float, energy_dbfs: float | None) -> list[bool]:
-    return [r["no_speech_prob"] > threshold or (energy_dbfs is not None and r["dbfs"] < energy_dbfs) for r in rows]
+def rejected(rows: list[dict], threshold: float, energy_dbfs: float | None, logprob: float | None = None) -> list[bool]:
+    """Nobody spoke: a no-speech probability above ``threshold`` (unless the transcript's mean log probability
+    is above ``logprob``: OpenAI's rescue of a confident transcript), or a level under ``energy_dbfs``."""
+    return [
+        (r["no_speech_prob"] > threshold and (logprob is None or r["avg_logprob"] <= logprob)) or (energy_dbfs is not None and r["dbfs"] < energy_dbfs)
+        for r in rows
+    ]
 
 
-def rates(commands: list[dict], nonspeech: list[dict], threshold: float, energy_dbfs: float | None) -> dict:
-    false_rejections = sum(rejected(commands, threshold, energy_dbfs))
-    caught = rejected(nonspeech, threshold, energy_dbfs)
+def lowest_threshold(commands: list[dict], max_false_rejection: float, logprob: float | None = None) -> float:
+    """The lowest no-speech threshold that rejects at most ``max_false_rejection`` of ``commands``."""
+    allowed = int(np.floor(max_false_rejection * len(commands)))
+    for p in sorted({r["no_speech_prob"] for r in commands}):
+        if sum(rejected(commands, p, None, logprob)) <= allowed:
+            return p
+    return 1.0
+
+
+def rates(commands: list[dict], nonspeech: list[dict], threshold: float, energy_dbfs: float | None, logprob: float | None = None) -> dict:
+    false_rejections = sum(rejected(commands, threshold, energy_dbfs, logprob))
+    caught = rejected(nonspeech, threshold, energy_dbfs, logprob)
     missed_kinds: dict[str, int] = {}
     for row, hit in zip(nonspeech, caught):
         if not hit:
@@ -76,14 +93,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--per-kind", type=int, default=4, help="non-speech clips of each kind at each level")
     parser.add_argument("--max-false-rejection", type=float, default=0.01)
+    parser.add_argument("--run", help="the target run whose backbone and splits to use (default: the newest)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/no_speech.json"))
     args = parser.parse_args()
+    from zenml.client import Client
 
     from components.data.dataset import SpeechDataset
     from components.data.nonspeech import nonspeech_set
     from components.models.whisper.model import NO_SPEECH_THRESHOLD
 
-    run = newest_target_run()
+    run = Client().get_pipeline_run(args.run) if args.run else newest_target_run()
     splits, root, artifact = target_inputs(run)
     asr = artifact.load().asr
     asr.configure(no_speech_threshold=None)
@@ -101,16 +120,21 @@ def main() -> None:
         "test": score_clips(asr, commands("test")),
         "nonspeech_test": score_clips(asr, nonspeech_set(args.per_kind, seed=1, talkers=talkers)),
     }
-    probs = sorted(r["no_speech_prob"] for r in scored["nas_val"])
-    allowed = int(np.floor(args.max_false_rejection * len(probs)))  # commands that may fall above the threshold
-    threshold = probs[len(probs) - 1 - allowed]
+    threshold = lowest_threshold(scored["nas_val"], args.max_false_rejection)
+    with_rescue = lowest_threshold(scored["nas_val"], args.max_false_rejection, LOGPROB_RESCUE)
     energy = min(r["dbfs"] for r in scored["nas_val"]) - ENERGY_MARGIN_DB
     rules = {}
-    for name, limit, gate in (("no_speech_prob", threshold, None), ("no_speech_prob+energy", threshold, energy), ("serving_default", NO_SPEECH_THRESHOLD, None)):
+    for name, limit, gate, logprob in (
+        ("no_speech_prob", threshold, None, None),
+        ("no_speech_prob+energy", threshold, energy, None),
+        ("no_speech_prob+logprob", threshold, None, LOGPROB_RESCUE),  # the same threshold, confident transcripts rescued
+        ("no_speech_prob+logprob_recalibrated", with_rescue, None, LOGPROB_RESCUE),  # the lowest threshold under the rescue
+        ("serving_default", NO_SPEECH_THRESHOLD, None, None),
+    ):
         rules[name] = {
-            "threshold": limit, "energy_dbfs": gate,
-            "calibration": rates(scored["nas_val"], scored["nonspeech_calibration"], limit, gate),
-            "test": rates(scored["test"], scored["nonspeech_test"], limit, gate),
+            "threshold": limit, "energy_dbfs": gate, "logprob_rescue": logprob,
+            "calibration": rates(scored["nas_val"], scored["nonspeech_calibration"], limit, gate, logprob),
+            "test": rates(scored["test"], scored["nonspeech_test"], limit, gate, logprob),
         }
         print(name, json.dumps(rules[name]), flush=True)
     out = {

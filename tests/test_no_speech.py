@@ -54,8 +54,15 @@ def test_the_gate_empties_a_row_and_the_cascade_answers_no_intent(tokenizer, spe
 
         for pred, transcript in cascade.predict(batch["noisy"], batch["lengths"], batch["meta"], mode=mode, tokenizer=load_tokenizer()):
             assert pred.no_speech and transcript == "" and pred.entities == ()
-    cascade.asr.configure(no_speech_threshold=1.0)
+    cascade.asr.configure(no_speech_logprob=-1e9)  # every 1-best is more likely than that: all keep their words
+    rescued = cascade.transcribe(batch["noisy"], batch["lengths"])["asr"]
+    assert rescued["speech"] == [True] * 3 and rescued["texts"] == heard["texts"]
+    cascade.asr.configure(no_speech_logprob=0.0)  # none is certain: all silent again
+    assert cascade.transcribe(batch["noisy"], batch["lengths"])["asr"]["speech"] == [False] * 3
+    cascade.asr.configure(no_speech_threshold=1.0, no_speech_logprob=None)
     assert cascade.transcribe(batch["noisy"], batch["lengths"])["asr"]["speech"] == [True] * 3
+    with pytest.raises(ValueError, match="no_speech_logprob is a mean log probability"):
+        cascade.asr.configure(no_speech_logprob=0.5)
     with pytest.raises(ValueError, match="no_speech_threshold must be in"):
         cascade.asr.configure(no_speech_threshold=0.0)
 
@@ -85,6 +92,24 @@ def test_pretrained_whisper_hears_nobody_in_silence_noise_and_tones_and_hears_co
     probs = dict(zip([n for n, _ in quiet] + [f"command{i}" for i in range(len(commands))], out["no_speech_prob"]))
     assert out["speech"] == [False] * len(quiet) + [True] * len(commands), probs
     assert out["texts"][: len(quiet)] == [""] * len(quiet) and all(out["texts"][len(quiet) :])
+
+
+def test_mean_logprob_is_the_decoders_own_log_probability_of_its_1_best(whisper, speech):  # noqa: F811
+    """mean_logprob from the teacher-forced states = the mean over the 1-best and the end of text of
+    log_softmax(transformers' forward's logits on the encoder states), with greedy decoding's suppressed tokens kept out."""
+    commands = [speech[i]["noisy"] for i in range(2)]
+    with torch.inference_mode():
+        out = whisper(pad_sequence(commands, batch_first=True), torch.tensor([len(w) for w in commands]))
+        scores = whisper.mean_logprob(out["states"], out["tokens"])
+        prompt, tokens = whisper.tokens.prompt, whisper.tokens
+        for b, best in enumerate(out["tokens"]):
+            ids = torch.tensor([prompt + best])
+            logits = whisper.whisper(encoder_outputs=(out["encoder_states"][b : b + 1],), decoder_input_ids=ids).logits[0, len(prompt) - 1 :].float()
+            logits[:, tokens.suppress] = float("-inf")
+            logits[0, tokens.suppress_at_begin] = float("-inf")
+            expected = logits.log_softmax(-1).gather(1, torch.tensor([*best, tokens.eot])[:, None]).mean()
+            assert best and scores[b] == pytest.approx(float(expected), abs=1e-3)
+            assert -2.0 < scores[b] < 0  # greedy picks each row's most likely token: spoken commands score near 0
 
 
 @pytest.fixture(scope="module")
