@@ -50,8 +50,6 @@ class WhisperASRConfig:
     max_tokens_per_second: float = 8.0  # decoding cap: 8 tokens a second of audio, plus 8
     max_repeats: int | None = 3  # stop when an n-gram comes a 4th time in a row (None: never)
     no_speech_threshold: float | None = None  # a row whose <|nospeech|> probability is above it has no words (None: never)
-    # ... unless its 1-best's mean log probability is above this (OpenAI's logprob_threshold; None: no such rescue)
-    no_speech_logprob: float | None = None
     dims: dict = field(default_factory=dict)  # transformers WhisperConfig sizes
     tokens: dict = field(default_factory=dict)  # SpecialTokens as a dict
 
@@ -64,8 +62,6 @@ class WhisperASRConfig:
             raise ValueError(f"context_seconds must be in (0, 30], got {self.context_seconds}")
         if self.no_speech_threshold is not None and not 0 < self.no_speech_threshold <= 1:
             raise ValueError(f"no_speech_threshold must be in (0, 1] or None, got {self.no_speech_threshold}")
-        if self.no_speech_logprob is not None and self.no_speech_logprob > 0:
-            raise ValueError(f"no_speech_logprob is a mean log probability: <= 0 or None, got {self.no_speech_logprob}")
 
 
 class AudioTooLong(ValueError):
@@ -76,7 +72,7 @@ class AudioTooLong(ValueError):
 class WhisperASR(ASRBackbone):
     kind = "whisper"
     config_cls = WhisperASRConfig
-    runtime_options = ("pad_to", "margin_seconds", "max_tokens_per_second", "max_repeats", "no_speech_threshold", "no_speech_logprob")
+    runtime_options = ("pad_to", "margin_seconds", "max_tokens_per_second", "max_repeats", "no_speech_threshold")
 
     def __init__(self, config: WhisperASRConfig, whisper=None, tokenizer=None) -> None:
         """``whisper``/``tokenizer`` as loaded by ``pretrained``; without ``whisper``, the architecture of
@@ -224,8 +220,7 @@ class WhisperASR(ASRBackbone):
 
     def hypotheses(self, encoder_states: torch.Tensor, lengths: torch.Tensor) -> dict:
         """1-best tokens (greedy), then the decoder's states teacher-forced on them, with their word spans;
-        ``speech``: False for a row whose <|nospeech|> probability is above ``no_speech_threshold`` (no words),
-        unless its 1-best's mean log probability is above ``no_speech_logprob``."""
+        ``speech``: False for a row whose <|nospeech|> probability is above ``no_speech_threshold`` (no words)."""
         was_training = self.training
         self.eval()  # no dropout while choosing the 1-best
         try:
@@ -234,20 +229,14 @@ class WhisperASR(ASRBackbone):
             )
         finally:
             self.train(was_training)
-        threshold, rescue = self.config.no_speech_threshold, self.config.no_speech_logprob
+        threshold = self.config.no_speech_threshold
         if threshold is not None and no_speech is None:
             raise ValueError("no_speech_threshold is set, but this Whisper's vocabulary has no <|nospeech|> token")
+        speech = [True] * len(best) if threshold is None else [p <= threshold for p in no_speech]
+        best = [tokens if spoken else [] for tokens, spoken in zip(best, speech)]
         P = len(self.tokens.prompt)
         inputs = pad_sequence([torch.tensor(self.tokens.prompt + b) for b in best], batch_first=True, padding_value=self.tokens.eot).to(encoder_states.device)
         hidden = self.whisper.model.decoder(input_ids=inputs, encoder_hidden_states=encoder_states, use_cache=False).last_hidden_state
-        silent = [threshold is not None and p > threshold for p in (no_speech or [None] * len(best))]
-        doubted = [b for b, s in enumerate(silent) if s]
-        if doubted and rescue is not None:  # a confident 1-best keeps its words
-            for b, score in zip(doubted, self.mean_logprob(hidden[doubted, P - 1 :], [best[b] for b in doubted])):
-                silent[b] = score <= rescue
-        speech = [not s for s in silent]
-        # a silent row keeps only its first state (lengths 1): the decoder is causal, so it is an empty 1-best's
-        best = [tokens if spoken else [] for tokens, spoken in zip(best, speech)]
         return {
             "states": hidden[:, P - 1 :],  # (B, 1 + H, d): the last prompt position, then each 1-best token
             "lengths": torch.tensor([1 + len(b) for b in best], device=encoder_states.device),
@@ -261,7 +250,9 @@ class WhisperASR(ASRBackbone):
     def mean_logprob(self, states: torch.Tensor, best: list[list[int]]) -> list[float]:
         """states (B, 1 + H, d) of ``hypotheses`` (teacher-forced on ``best``) -> each row's mean log
         probability of its tokens and the end of text, as OpenAI's decoding reports ``avg_logprob``: the
-        decoder's confidence in what it wrote, with the tokens greedy decoding suppresses kept out."""
+        decoder's confidence in what it wrote, with the tokens greedy decoding suppresses kept out.
+        (OpenAI's transcribe keeps a clip its no-speech probability would silence when this is above -1;
+        benchmarks/no_speech.py measured that rule here: it answers silence, so the gate does not use it.)"""
         scores = []
         for b, tokens in enumerate(best):  # one row at a time: (1 + H, V) logits, not (B, 1 + H, V)
             logits = self.whisper.proj_out(states[b, : len(tokens) + 1]).float()
