@@ -161,11 +161,16 @@ def pipeline_costs(config: str) -> dict:
     from components.nas.cascade import SEARCHED_MODULES
 
     nas = newest_finished_run("nas_pipeline", config)
-    # a search or training resumed from a finished checkpoint costs what it cost in the run of this config that made it;
-    # full fine-tuning is shared with baseline_pipeline (configs/baselines.yaml), whose checkpoint it resumes
-    seconds = {name: fresh_seconds(finished_runs("nas_pipeline", config), name) for name in nas.steps if name.startswith(("search_", "train_"))}
-    all_runs = [r for p in ("nas_pipeline", "baseline_pipeline") for r in Client().list_pipeline_runs(pipeline_name=p, sort_by="desc:created", size=20).items]
-    full = fresh_seconds(sorted(all_runs, key=lambda r: r.created, reverse=True), "finetune_full")
+    # a search or training resumed from a finished checkpoint costs what it cost in the run that made it: one of
+    # this config, else (a step the config's edit left alone, e.g. plugging after a search setting changed) any
+    # nas_pipeline run; full fine-tuning is shared with baseline_pipeline (configs/baselines.yaml)
+    def newest(pipelines: tuple[str, ...]) -> list:
+        runs = [r for p in pipelines for r in Client().list_pipeline_runs(pipeline_name=p, sort_by="desc:created", size=20).items]
+        return sorted(runs, key=lambda r: r.created, reverse=True)
+
+    own, others = finished_runs("nas_pipeline", config), newest(("nas_pipeline",))
+    seconds = {name: fresh_seconds(own, name) or fresh_seconds(others, name) for name in nas.steps if name.startswith(("search_", "train_"))}
+    full = fresh_seconds(newest(("nas_pipeline", "baseline_pipeline")), "finetune_full")
     outputs = nas.steps["nas_results_table"].outputs
     table = outputs["nas_results"][0].load().to_dict("records")
     selected = outputs["nas_architecture"][0].load()
