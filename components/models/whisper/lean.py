@@ -1,0 +1,161 @@
+"""Whisper for inference in plain torch, without transformers: the encoder, and a decoder that steps on
+a static KV cache.
+
+    model = LeanWhisper(dims)                      # dims: whisper_dimensions() of a CTranslate2 file
+    model.load_state_dict(whisper_state_dict(v))   # the same names as transformers' WhisperForConditionalGeneration
+    states = model.encoder(features)               # (B, n_mels, F) -> (B, F/2, d)
+    cache = model.decoder.cache(states, max_len)   # cross-attention keys and values, computed once
+    hidden = model.decoder(prompt, cache)          # (B, P) -> (B, P, d); then one token a step: (B, 1) -> (B, 1, d)
+    logits = model.proj_out(hidden[:, -1])         # the last position only
+
+Why: importing transformers' Whisper is ~3 s of a one-command start-up, and its generic decoder spends a
+step's time in per-step bookkeeping, not arithmetic (README "Serving"). Modules carry transformers'
+names (model.encoder.layers.0.self_attn.q_proj, ...), so its state dict loads as is. No dropout, no
+adapters: inference of a plain or merged Whisper.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class Attention(nn.Module):
+    """Multi-head attention with Whisper's projections (the key has no bias), on torch's SDPA."""
+
+    def __init__(self, d: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q_proj = nn.Linear(d, d)
+        self.k_proj = nn.Linear(d, d, bias=False)
+        self.v_proj = nn.Linear(d, d)
+        self.out_proj = nn.Linear(d, d)
+
+    def split(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, T, d) -> (B, heads, T, d / heads)"""
+        B, T, d = x.shape
+        return x.view(B, T, self.heads, d // self.heads).transpose(1, 2)
+
+    def attend(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, causal: bool = False) -> torch.Tensor:
+        """x (B, T, d) queries against keys, values (B, heads, S, d / heads) -> (B, T, d)"""
+        out = F.scaled_dot_product_attention(self.split(self.q_proj(x)), keys, values, is_causal=causal)
+        return self.out_proj(out.transpose(1, 2).flatten(2))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # self-attention over x, unmasked (the encoder)
+        return self.attend(x, self.split(self.k_proj(x)), self.split(self.v_proj(x)))
+
+
+class Block(nn.Module):
+    """A pre-norm transformer layer; with ``cross``, a decoder layer (self-attention, cross-attention, FFN)."""
+
+    def __init__(self, d: int, heads: int, ffn: int, cross: bool = False) -> None:
+        super().__init__()
+        self.self_attn, self.self_attn_layer_norm = Attention(d, heads), nn.LayerNorm(d)
+        if cross:
+            self.encoder_attn, self.encoder_attn_layer_norm = Attention(d, heads), nn.LayerNorm(d)
+        self.fc1, self.fc2, self.final_layer_norm = nn.Linear(d, ffn), nn.Linear(ffn, d), nn.LayerNorm(d)
+
+    def ffn(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
+
+
+class Encoder(nn.Module):
+    def __init__(self, n_mels: int, d: int, heads: int, ffn: int, layers: int, positions: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(n_mels, d, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
+        self.embed_positions = nn.Embedding(positions, d)
+        self.layers = nn.ModuleList(Block(d, heads, ffn) for _ in range(layers))
+        self.layer_norm = nn.LayerNorm(d)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """log-mel (B, n_mels, F), F even -> (B, F/2, d)"""
+        x = F.gelu(self.conv2(F.gelu(self.conv1(features)))).transpose(1, 2)
+        if x.shape[1] > self.embed_positions.num_embeddings:
+            raise ValueError(f"{features.shape[-1]} mel frames exceed Whisper's {2 * self.embed_positions.num_embeddings}")
+        x = x + self.embed_positions.weight[: x.shape[1]]
+        for layer in self.layers:
+            x = x + layer.self_attn(layer.self_attn_layer_norm(x))
+            x = layer.ffn(x)
+        return self.layer_norm(x)
+
+
+class DecoderCache:
+    """The decoder's keys and values: cross-attention's from the encoder states (once), self-attention's
+    in tensors allocated for ``max_len`` positions and filled step by step (no concatenation a step)."""
+
+    def __init__(self, decoder: "Decoder", encoder_states: torch.Tensor, max_len: int) -> None:
+        B, dtype, device = encoder_states.shape[0], encoder_states.dtype, encoder_states.device
+        self.cross = [(layer.encoder_attn.split(layer.encoder_attn.k_proj(encoder_states)), layer.encoder_attn.split(layer.encoder_attn.v_proj(encoder_states)))
+                      for layer in decoder.layers]
+        heads, d = decoder.layers[0].self_attn.heads, encoder_states.shape[-1]
+        shape = (B, heads, max_len, d // heads)
+        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in decoder.layers]
+        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in decoder.layers]
+        self.length = 0  # positions filled
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only these rows of the batch (finished rows leave it)."""
+        self.cross = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.cross]
+        self.keys = [k.index_select(0, rows) for k in self.keys]
+        self.values = [v.index_select(0, rows) for v in self.values]
+
+
+class Decoder(nn.Module):
+    def __init__(self, vocab: int, d: int, heads: int, ffn: int, layers: int, positions: int) -> None:
+        super().__init__()
+        self.embed_tokens = nn.Embedding(vocab, d)
+        self.embed_positions = nn.Embedding(positions, d)
+        self.layers = nn.ModuleList(Block(d, heads, ffn, cross=True) for _ in range(layers))
+        self.layer_norm = nn.LayerNorm(d)
+
+    def cache(self, encoder_states: torch.Tensor, max_len: int | None = None) -> DecoderCache:
+        return DecoderCache(self, encoder_states, max_len or self.embed_positions.num_embeddings)
+
+    def forward(self, tokens: torch.Tensor, cache: DecoderCache) -> torch.Tensor:
+        """tokens (B, n) at positions [cache.length, cache.length + n) -> hidden (B, n, d), after the final norm.
+        n > 1 only on an empty cache (the prompt), which attends causally within itself."""
+        start, n = cache.length, tokens.shape[1]
+        if start + n > cache.keys[0].shape[2]:
+            raise ValueError(f"decoder cache of {cache.keys[0].shape[2]} positions is full")
+        if start and n > 1:
+            raise ValueError("several tokens a step only on an empty cache (the prompt)")
+        x = self.embed_tokens(tokens) + self.embed_positions.weight[start : start + n]
+        for i, layer in enumerate(self.layers):
+            attn, h = layer.self_attn, layer.self_attn_layer_norm(x)
+            cache.keys[i][:, :, start : start + n] = attn.split(attn.k_proj(h))
+            cache.values[i][:, :, start : start + n] = attn.split(attn.v_proj(h))
+            x = x + attn.attend(h, cache.keys[i][:, :, : start + n], cache.values[i][:, :, : start + n], causal=n > 1)
+            x = x + layer.encoder_attn.attend(layer.encoder_attn_layer_norm(x), *cache.cross[i])
+            x = layer.ffn(x)
+        cache.length = start + n
+        return self.layer_norm(x)
+
+
+class _Model(nn.Module):
+    def __init__(self, encoder: Encoder, decoder: Decoder) -> None:
+        super().__init__()
+        self.encoder, self.decoder = encoder, decoder
+
+
+class LeanWhisper(nn.Module):
+    """Whisper from its sizes (``whisper_dimensions``: d_model, layers, heads, ...); proj_out shares the
+    token embeddings, as in every Whisper."""
+
+    def __init__(self, dims: dict) -> None:
+        super().__init__()
+        d = dims["d_model"]
+        encoder = Encoder(dims["num_mel_bins"], d, dims["encoder_attention_heads"], dims["encoder_ffn_dim"], dims["encoder_layers"], dims["max_source_positions"])
+        decoder = Decoder(dims["vocab_size"], d, dims["decoder_attention_heads"], dims["decoder_ffn_dim"], dims["decoder_layers"], dims["max_target_positions"])
+        self.model = _Model(encoder, decoder)
+        self.proj_out = nn.Linear(d, dims["vocab_size"], bias=False)
+        self.proj_out.weight = decoder.embed_tokens.weight
+
+    @property
+    def encoder(self) -> Encoder:
+        return self.model.encoder
+
+    @property
+    def decoder(self) -> Decoder:
+        return self.model.decoder
