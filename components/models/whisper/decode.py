@@ -41,6 +41,29 @@ def cut_repetition(ids: list[int], max_repeats: int) -> list[int] | None:
     return None
 
 
+class TransformersSteps:
+    """transformers' Whisper decoder, one call a step on its own KV cache; ``keep`` narrows the batch."""
+
+    def __init__(self, whisper, encoder_states: torch.Tensor) -> None:
+        self.whisper, self.states, self.cache = whisper, encoder_states, None
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        """inputs (B, n) -> hidden (B, n, d) after the decoder's final norm"""
+        dec = self.whisper.model.decoder(input_ids=inputs, encoder_hidden_states=self.states, past_key_values=self.cache, use_cache=True)
+        self.cache = dec.past_key_values
+        return dec.last_hidden_state
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.cache.batch_select_indices(rows)
+        self.states = self.states.index_select(0, rows)
+
+
+def decoder_steps(whisper, encoder_states: torch.Tensor, max_len: int):
+    """The step-by-step decoder of ``whisper``: its own (LeanWhisper's static cache), else transformers'."""
+    own = getattr(whisper, "decoder_steps", None)
+    return own(encoder_states, max_len) if own else TransformersSteps(whisper, encoder_states)
+
+
 @torch.no_grad()
 def greedy_decode(
     whisper,
@@ -53,13 +76,13 @@ def greedy_decode(
     """encoder_states (B, T', d) -> (B token lists (no prompt, no end of text), B <|nospeech|> probabilities,
     or None when the vocabulary has no such token).
 
-    ``whisper``: a WhisperForConditionalGeneration; its decoder runs one token a step on the cache. Rows
+    ``whisper``: a WhisperForConditionalGeneration or a LeanWhisper; its decoder runs one token a step on the cache. Rows
     that have finished leave the batch (their cache, encoder states and adapter state, e.g. task ids, with
     them) once they are a quarter of it; until then they run on, their tokens ignored. ``vocabulary``: the
     argmax of the logits (the caller's, to keep its int8 copy between calls; a fresh one otherwise)."""
     B, device = encoder_states.shape[0], encoder_states.device
     vocabulary = vocabulary or GreedyVocabulary()
-    mask = torch.zeros(whisper.config.vocab_size, device=device)  # (V,) 0, or -inf for a suppressed token
+    mask = torch.zeros(whisper.proj_out.out_features, device=device)  # (V,) 0, or -inf for a suppressed token
     mask[tokens.suppress] = float("-inf")
     mask_first = mask.clone()
     mask_first[tokens.suppress_at_begin] = float("-inf")
@@ -68,21 +91,21 @@ def greedy_decode(
     rows = list(range(B))  # the original row of each row of the running batch
     adapters = applied_methods(whisper)  # their per-row state (a mixed batch's task ids) narrows with the batch
     saved = [method.batch_state() for method in adapters]
-    inputs, states, cache, no_speech = torch.tensor([tokens.prompt] * B, device=device), encoder_states, None, None
+    inputs, no_speech = torch.tensor([tokens.prompt] * B, device=device), None
+    decoder = decoder_steps(whisper, encoder_states, len(tokens.prompt) + max(max_new, default=0))
     try:
         for step in range(max(max_new, default=0)):
             live = [i for i, b in enumerate(rows) if not done[b]]
             if not live:
                 break
-            if cache is not None and len(live) <= NARROW_AT * len(rows):
+            if step > 0 and len(live) <= NARROW_AT * len(rows):
                 keep = torch.tensor(live, device=device)
-                cache.batch_select_indices(keep)
-                states, inputs = states.index_select(0, keep), inputs.index_select(0, keep)
+                decoder.keep(keep)
+                inputs = inputs.index_select(0, keep)
                 for method in adapters:
                     method.keep_rows(keep)
                 rows = [rows[i] for i in live]
-            dec = whisper.model.decoder(input_ids=inputs, encoder_hidden_states=states, past_key_values=cache, use_cache=True)
-            cache, hidden = dec.past_key_values, dec.last_hidden_state
+            hidden = decoder(inputs)
             if step == 0 and tokens.no_speech is not None:  # the prompt's first position is <|startoftranscript|>
                 no_speech = whisper.proj_out(hidden[:, 0]).float().softmax(-1)[:, tokens.no_speech].tolist()
             best = vocabulary.argmax(whisper.proj_out, hidden[:, -1], mask_first if step == 0 else mask, whisper.model.decoder.layer_norm).tolist()

@@ -7,6 +7,7 @@ a static KV cache.
     cache = model.decoder.cache(states, max_len)   # cross-attention keys and values, computed once
     hidden = model.decoder(prompt, cache)          # (B, P) -> (B, P, d); then one token a step: (B, 1) -> (B, 1, d)
     logits = model.proj_out(hidden[:, -1])         # the last position only
+    greedy_decode(model, states, tokens, max_new)  # decode.py drives it through model.decoder_steps
 
 Why: importing transformers' Whisper is ~3 s of a one-command start-up, and its generic decoder spends a
 step's time in per-step bookkeeping, not arithmetic (README "Serving"). Modules carry transformers'
@@ -102,6 +103,19 @@ class DecoderCache:
         self.values = [v.index_select(0, rows) for v in self.values]
 
 
+class DecoderSteps:
+    """The decoder one call a step on its cache (what greedy_decode drives); ``keep`` narrows the batch."""
+
+    def __init__(self, decoder: "Decoder", encoder_states: torch.Tensor, max_len: int) -> None:
+        self.decoder, self.cache = decoder, decoder.cache(encoder_states, max_len)
+
+    def __call__(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.decoder(inputs, self.cache)
+
+    def keep(self, rows: torch.Tensor) -> None:
+        self.cache.keep(rows)
+
+
 class Decoder(nn.Module):
     def __init__(self, vocab: int, d: int, heads: int, ffn: int, layers: int, positions: int) -> None:
         super().__init__()
@@ -151,6 +165,9 @@ class LeanWhisper(nn.Module):
         self.model = _Model(encoder, decoder)
         self.proj_out = nn.Linear(d, dims["vocab_size"], bias=False)
         self.proj_out.weight = decoder.embed_tokens.weight
+
+    def decoder_steps(self, encoder_states: torch.Tensor, max_len: int) -> DecoderSteps:
+        return DecoderSteps(self.decoder, encoder_states, max_len)
 
     @property
     def encoder(self) -> Encoder:
