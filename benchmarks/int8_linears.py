@@ -54,15 +54,15 @@ def main() -> None:
     from torch.nn.utils.rnn import pad_sequence
 
     from benchmarks.machine import describe, git_commit
-    from benchmarks.transcribe import CORPUS, held_out_rows
+    from benchmarks.transcribe import DEFAULT_CORPUS, held_out_rows
     from components.metrics.asr import wer
     from components.models.whisper.model import WhisperASR
     from components.models.whisper.text import slurp_style
 
     commit = git_commit()
     torch.set_num_threads(args.threads)
-    rows = held_out_rows(args.clips)
-    waves = [torch.from_numpy(sf.read(CORPUS / r["noisy_path"], dtype="float32")[0]) for r in rows]
+    rows = held_out_rows(DEFAULT_CORPUS, args.clips)
+    waves = [torch.from_numpy(sf.read(r["audio"], dtype="float32")[0]) for r in rows]
     asr = WhisperASR.pretrained().eval()
     linears = [(path, m) for path, m in asr.whisper.named_modules() if isinstance(m, nn.Linear) and path != "proj_out"]
 

@@ -26,7 +26,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.machine import describe, git_commit  # noqa: E402
-from benchmarks.transcribe import CORPUS, held_out_rows  # noqa: E402
+from benchmarks.transcribe import DEFAULT_CORPUS, held_out_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 IMPORTS = {
@@ -55,17 +55,15 @@ def main() -> None:
     from torch.nn.utils.rnn import pad_sequence
 
     from components.models.whisper.decode import greedy_decode
-    from components.models.whisper.lean import LeanWhisper
-    from components.models.whisper.model import _DIMENSIONS, WhisperASR
+    from components.models.whisper.model import WhisperASR
 
     torch.set_num_threads(args.threads)
     imports = {name: statistics.median(import_seconds(stmt, args.threads) for _ in range(3)) for name, stmt in IMPORTS.items()}
     print("import seconds", imports, flush=True)
 
     asr = WhisperASR.pretrained(context_seconds=10.0).eval()
-    lean = LeanWhisper({k: getattr(asr.whisper.config, k) for k in _DIMENSIONS}).eval()
-    lean.load_state_dict(asr.whisper.state_dict(), strict=True)
-    waves = [torch.from_numpy(sf.read(CORPUS / r["noisy_path"], dtype="float32")[0]) for r in held_out_rows(args.clips)]
+    lean = WhisperASR.pretrained(context_seconds=10.0, engine="lean").whisper  # the same weights, from the same file
+    waves = [torch.from_numpy(sf.read(r["audio"], dtype="float32")[0]) for r in held_out_rows(DEFAULT_CORPUS, args.clips)]
     batches = {"batch": waves, "one": waves[:1]}
     encoders = {"transformers": asr.encode_features, "lean": lean.encoder}
     decoders = {"transformers": asr.whisper, "lean": lean}

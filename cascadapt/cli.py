@@ -91,6 +91,11 @@ def validate(manifest, labels, report, no_audio, allow_unlabelled) -> None:
     sys.exit(1)
 
 
+# a bare Whisper's inference engine (transcribe, predict); cascades always load on transformers' (adapters)
+ENGINE_OPTION = click.option("--engine", type=click.Choice(["lean", "transformers"]), default="lean", show_default=True,
+                             help="A bare Whisper's inference engine: lean (plain torch, fast start-up) or transformers' WhisperForConditionalGeneration (the same tokens).")
+
+
 def _load_model(spec: str):
     """A cascade from a saved directory (cascade.json + cascade.safetensors), or from a ZenML model
     version named ``model[:version]`` (its finetuned_cascade, else its pretrained_cascade)."""
@@ -121,7 +126,8 @@ def _load_model(spec: str):
 @click.option("--mode", type=click.Choice(["e2e", "text"]), default="e2e", show_default=True, help="e2e: through the bridge; text: ASR 1-best text into the NLU (the only mode of a bare Whisper).")
 @click.option("--context", type=click.FloatRange(min=0.5, max=30.0), help="Whisper encoder window in seconds (30: Whisper's own); default: the model's.")
 @click.option("--batch-size", type=click.IntRange(min=1), default=16, show_default=True)
-def predict(model_spec, nlu_spec, manifest, out, split, mode, context, batch_size) -> None:
+@ENGINE_OPTION
+def predict(model_spec, nlu_spec, manifest, out, split, mode, context, batch_size, engine) -> None:
     """Transcribe and understand every utterance of MANIFEST; one line a recording."""
     import json
 
@@ -140,7 +146,7 @@ def predict(model_spec, nlu_spec, manifest, out, split, mode, context, batch_siz
         raise click.ClickException(str(e)) from None
     if split != "all":
         df = df[df["split"] == split]
-    model = _load_recogniser(model_spec, context)
+    model = _load_recogniser(model_spec, context, engine)
     if not isinstance(model, Cascade):  # a bare backbone: the text cascade with another cascade's NLU
         if nlu_spec is None:
             raise click.ClickException(f"{model_spec} is a bare ASR backbone with no NLU; name the cascade whose NLU reads its text with --nlu")
@@ -159,9 +165,10 @@ def predict(model_spec, nlu_spec, manifest, out, split, mode, context, batch_siz
     click.echo(f"wrote {len(lines)} predictions to {out}")
 
 
-def _load_recogniser(spec: str, context: float | None):
+def _load_recogniser(spec: str, context: float | None, engine: str = "transformers"):
     """A Whisper backbone (a name such as whisper-tiny.en, a CTranslate2 or Hugging Face directory), a saved
-    cascade directory, or a ZenML model version; ``context`` (seconds) overrides the Whisper encoder window."""
+    cascade directory, or a ZenML model version; ``context`` (seconds) overrides the Whisper encoder window.
+    ``engine``: a bare Whisper's ("lean": inference only, no transformers import); a cascade's is transformers'."""
     from components.cascade_files import is_saved_cascade
     from components.models.whisper.ct2 import CT2FormatError
     from components.models.whisper.load import NAMED_MODELS, WhisperNotFound
@@ -169,7 +176,7 @@ def _load_recogniser(spec: str, context: float | None):
 
     if spec in NAMED_MODELS or (Path(spec).is_dir() and not is_saved_cascade(spec)):
         try:
-            model = WhisperASR.pretrained(spec)
+            model = WhisperASR.pretrained(spec, engine=engine)
         except (WhisperNotFound, CT2FormatError) as e:
             raise click.ClickException(str(e)) from None
     elif Path(spec).exists() or ":" in spec or not spec.startswith("whisper"):
@@ -193,7 +200,8 @@ def _load_recogniser(spec: str, context: float | None):
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--no-speech-threshold", type=click.FloatRange(min=0.0, max=1.0, min_open=True), default=None,
               help="Whisper: a recording whose no-speech probability is above this gets an empty transcript (0.6 is the service's calibrated default; unset: every recording is transcribed).")
-def transcribe(model_spec, manifest, out, text_style, context, batch_size, no_speech_threshold) -> None:
+@ENGINE_OPTION
+def transcribe(model_spec, manifest, out, text_style, context, batch_size, no_speech_threshold, engine) -> None:
     """Transcribe every recording of MANIFEST; one line a recording."""
     import json
 
@@ -209,7 +217,7 @@ def transcribe(model_spec, manifest, out, text_style, context, batch_size, no_sp
         rows = read_manifest_rows(manifest, required=("utt_id", "noisy_path"))
     except ManifestError as e:
         raise click.ClickException(str(e)) from None
-    model = _load_recogniser(model_spec, context)
+    model = _load_recogniser(model_spec, context, engine)
     asr = getattr(model, "asr", model)
     if no_speech_threshold is not None:
         try:

@@ -63,3 +63,65 @@ def test_greedy_decoding_on_tiny_en_matches_transformers(speech):  # noqa: F811
         tokens, no_speech = greedy_decode(lean, states, asr.tokens, asr.max_new_tokens(lengths), asr.config.max_repeats)
     assert all(reference["tokens"]) and tokens == reference["tokens"], [asr.tokenizer.decode(t) for t in tokens]
     assert no_speech == pytest.approx(reference["no_speech_prob"], abs=1e-4)
+
+
+def test_the_lean_engine_transcribes_as_transformers_does(speech):  # noqa: F811
+    """WhisperASR on engine "lean" (what `transcribe` and `predict` load for a bare Whisper): the same
+    texts, tokens and no-speech probabilities as on transformers', and the decoder states the cascade's
+    bridge reads; a clip longer than the window is cut and joined the same way."""
+    from torch.nn.utils.rnn import pad_sequence
+
+    from components.models.whisper.model import WhisperASR
+
+    reference, lean = WhisperASR.pretrained().eval(), WhisperASR.pretrained(engine="lean").eval()
+    assert lean.lean and not reference.lean
+    waves = [speech[i]["noisy"] for i in range(len(speech))]
+    waves.append(torch.cat(waves + waves[:2]))  # longer than a 5 s window: cut into windows
+    wave, lengths = pad_sequence(waves, batch_first=True), torch.tensor([len(w) for w in waves])
+    for asr in (reference, lean):
+        asr.configure(pad_to="longest")
+        asr.config.context_seconds = 5.0
+    with torch.inference_mode():
+        want, got = reference(wave, lengths), lean(wave, lengths)
+    assert got["texts"] == want["texts"] and got["tokens"] == want["tokens"] and all(want["texts"])
+    assert got["no_speech_prob"] == pytest.approx(want["no_speech_prob"], abs=1e-4)
+    assert got["words"] == want["words"]
+    torch.testing.assert_close(got["states"], want["states"], rtol=1e-3, atol=1e-3)
+    from components import adapters
+
+    with pytest.raises(ValueError, match="role '@attention' is not defined"):  # inference only: no adapters
+        adapters.add_adapter(lean, adapters.LoraConfig(target_modules=["@attention"], r=4))
+
+
+def test_the_lean_engine_loads_without_importing_transformers():
+    """The start-up contract of a one-command `transcribe`: neither loading tiny.en on the lean engine nor
+    its tokenizer imports transformers (about 3 s)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom components.models.whisper.model import WhisperASR\nasr = WhisperASR.pretrained(engine='lean')\n"
+            "assert asr.tokenizer.decode(asr.tokenizer.encode(' Wake me up at five pm.')) == ' Wake me up at five pm.'\n"
+            "print('transformers' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def test_the_tokenizer_decodes_as_transformers_does():
+    """components/models/whisper/tokenizer.py against transformers' WhisperTokenizerFast on the same file:
+    encoding, decoding (special tokens skipped) and the token strings."""
+    import random
+
+    from transformers import WhisperTokenizerFast
+
+    from components.models.whisper.load import load_tokenizer, whisper_files
+
+    path = whisper_files("whisper-tiny.en").tokenizer
+    ours, theirs = load_tokenizer(path), WhisperTokenizerFast(tokenizer_file=str(path))
+    text = " Set an alarm for 7:30, please! What's the weather in São Paulo?"
+    assert ours.encode(text) == theirs(text, add_special_tokens=False).input_ids
+    rng = random.Random(0)
+    for _ in range(300):  # any ids, special ones (end of text, timestamps) among them
+        ids = [rng.randrange(0, 50363) for _ in range(rng.randrange(1, 24))]
+        assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=True)
+    assert ours.token_strings(50363) == theirs.convert_ids_to_tokens(list(range(50363)))
+    assert ours.token_id("<|nocaptions|>") == 50361 and ours.token_id("<|nospeech|>") is None

@@ -12,10 +12,13 @@ a static KV cache.
 Why: importing transformers' Whisper is ~3 s of a one-command start-up, and its generic decoder spends a
 step's time in per-step bookkeeping, not arithmetic (README "Serving"). Modules carry transformers'
 names (model.encoder.layers.0.self_attn.q_proj, ...), so its state dict loads as is. No dropout, no
-adapters: inference of a plain or merged Whisper.
+adapters (no adapter profile: adding one is refused): inference of a plain or merged Whisper, as
+``WhisperASR.pretrained(engine="lean")`` loads it for `cascadapt transcribe` and `predict`.
 """
 
 from __future__ import annotations
+
+from types import SimpleNamespace
 
 import torch
 from torch import nn
@@ -147,6 +150,12 @@ class Decoder(nn.Module):
         return self.layer_norm(x)
 
 
+# the sizes a Whisper is built from (and a saved cascade records): whisper_dimensions() of a CTranslate2
+# file, or the same fields of transformers' WhisperConfig / config.json
+WHISPER_DIMENSIONS = ("vocab_size", "d_model", "num_mel_bins", "encoder_layers", "decoder_layers", "encoder_attention_heads",
+                   "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_source_positions", "max_target_positions")
+
+
 class _Model(nn.Module):
     def __init__(self, encoder: Encoder, decoder: Decoder) -> None:
         super().__init__()
@@ -159,12 +168,22 @@ class LeanWhisper(nn.Module):
 
     def __init__(self, dims: dict) -> None:
         super().__init__()
+        # what callers read of transformers' WhisperConfig: the sizes, and no dropout (inference)
+        self.config = SimpleNamespace(**{k: dims[k] for k in WHISPER_DIMENSIONS}, dropout=0.0, encoder_layerdrop=0.0)
         d = dims["d_model"]
         encoder = Encoder(dims["num_mel_bins"], d, dims["encoder_attention_heads"], dims["encoder_ffn_dim"], dims["encoder_layers"], dims["max_source_positions"])
         decoder = Decoder(dims["vocab_size"], d, dims["decoder_attention_heads"], dims["decoder_ffn_dim"], dims["decoder_layers"], dims["max_target_positions"])
         self.model = _Model(encoder, decoder)
         self.proj_out = nn.Linear(d, dims["vocab_size"], bias=False)
-        self.proj_out.weight = decoder.embed_tokens.weight
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """proj_out shares the token embeddings (again, after a load_state_dict with assign=True)."""
+        self.proj_out.weight = self.decoder.embed_tokens.weight
+
+    def teacher_forced(self, tokens: torch.Tensor, encoder_states: torch.Tensor) -> torch.Tensor:
+        """tokens (B, S), encoder states (B, T', d) -> hidden (B, S, d): every position at once, causal."""
+        return self.decoder(tokens, self.decoder.cache(encoder_states, tokens.shape[1]))
 
     def decoder_steps(self, encoder_states: torch.Tensor, max_len: int) -> DecoderSteps:
         return DecoderSteps(self.decoder, encoder_states, max_len)

@@ -19,6 +19,8 @@ from pathlib import Path
 import torch
 
 from components.models.whisper.ct2 import CT2FormatError, read_ct2, read_ct2_file, whisper_ct2_file, whisper_dimensions, whisper_state_dict, write_ct2_file
+from components.models.whisper.lean import WHISPER_DIMENSIONS, LeanWhisper
+from components.models.whisper.tokenizer import WhisperTokenizer
 
 DEFAULT_MODEL = "whisper-tiny.en"
 
@@ -115,23 +117,21 @@ def whisper_files(spec: str | Path) -> WhisperFiles:
     return WhisperFiles(fmt, weights, directory / "config.json", tokenizer, generation if generation.is_file() else None, source=str(directory))
 
 
-def load_tokenizer(path: Path):
-    from transformers import WhisperTokenizerFast
-
-    return WhisperTokenizerFast(tokenizer_file=str(path))
+def load_tokenizer(path: Path) -> WhisperTokenizer:
+    return WhisperTokenizer.from_file(path)
 
 
-def special_tokens(tokenizer, suppress: list[int], suppress_at_begin: list[int], multilingual: bool) -> SpecialTokens:
-    ids = tokenizer.convert_tokens_to_ids
+def special_tokens(tokenizer: WhisperTokenizer, suppress: list[int], suppress_at_begin: list[int], multilingual: bool) -> SpecialTokens:
+    ids = tokenizer.token_id
     prompt = [ids("<|startoftranscript|>")] + ([ids("<|en|>"), ids("<|transcribe|>")] if multilingual else []) + [ids("<|notimestamps|>")]
     return SpecialTokens(prompt=prompt, eot=ids("<|endoftext|>"), suppress=list(suppress), suppress_at_begin=list(suppress_at_begin), no_speech=no_speech_id(tokenizer))
 
 
-def no_speech_id(tokenizer) -> int | None:
+def no_speech_id(tokenizer: WhisperTokenizer) -> int | None:
     """The id of Whisper's no-speech token: <|nospeech|>, called <|nocaptions|> in the English-only vocabularies."""
     for name in ("<|nospeech|>", "<|nocaptions|>"):
-        token = tokenizer.convert_tokens_to_ids(name)
-        if token is not None and token != tokenizer.unk_token_id:
+        token = tokenizer.token_id(name)
+        if token is not None:
             return token
     return None
 
@@ -167,10 +167,15 @@ def whisper_class():
     return WhisperForConditionalGeneration
 
 
-def load_whisper(spec: str | Path = DEFAULT_MODEL):
-    """(WhisperForConditionalGeneration in float32 eval mode, tokenizer, SpecialTokens, WhisperFiles)."""
-    WhisperForConditionalGeneration = whisper_class()
+ENGINES = ("transformers", "lean")
 
+
+def load_whisper(spec: str | Path = DEFAULT_MODEL, engine: str = "transformers"):
+    """(the model in float32 eval mode, tokenizer, SpecialTokens, WhisperFiles). ``engine``: "transformers"
+    (WhisperForConditionalGeneration: training, adapters) or "lean" (LeanWhisper: inference of the plain
+    weights, without importing transformers)."""
+    if engine not in ENGINES:
+        raise ValueError(f"Whisper engine must be one of {ENGINES}, got {engine!r}")
     files = whisper_files(spec)
     if files.format == "ct2":
         name, variables = read_ct2(files.weights)
@@ -182,8 +187,7 @@ def load_whisper(spec: str | Path = DEFAULT_MODEL):
         except KeyError as err:
             raise CT2FormatError(f"{files.weights[0]}: Whisper variable {err.args[0]!r} is missing") from err
         ct2_config = json.loads(files.config.read_text())
-        with torch.device("meta"):  # no random init of weights about to be replaced
-            model = WhisperForConditionalGeneration(hf_config(dims))
+        model = empty_whisper(dims, engine)
         model.load_state_dict(state, strict=True, assign=True)
         model.tie_weights()  # proj_out shares the token embeddings
         suppress, begin = ct2_config.get("suppress_ids", []), ct2_config.get("suppress_ids_begin", [220, 50256])
@@ -191,13 +195,41 @@ def load_whisper(spec: str | Path = DEFAULT_MODEL):
         config = json.loads(files.config.read_text())
         if config.get("model_type") != "whisper":
             raise WhisperNotFound(f"{files.config}: model_type is {config.get('model_type')!r}, not 'whisper'")
-        model = WhisperForConditionalGeneration.from_pretrained(files.weights[0].parent, local_files_only=True, use_safetensors=True, dtype=torch.float32)
+        if engine == "lean":
+            model = _lean_from_safetensors(files.weights[0], config)
+        else:
+            model = whisper_class().from_pretrained(files.weights[0].parent, local_files_only=True, use_safetensors=True, dtype=torch.float32)
         generation = json.loads(files.generation_config.read_text()) if files.generation_config else {}
         suppress, begin = generation.get("suppress_tokens") or [], generation.get("begin_suppress_tokens") or [220, 50256]
     model.float().eval()
     tokenizer = load_tokenizer(files.tokenizer)
     tokens = special_tokens(tokenizer, suppress, begin, multilingual=model.config.vocab_size >= 51865)
     return model, tokenizer, tokens, files
+
+
+def empty_whisper(dims: dict, engine: str = "transformers"):
+    """The architecture of ``dims`` (whisper_dimensions) on the meta device, for weights to be loaded with
+    ``assign=True``: no memory and no random init of weights about to be replaced."""
+    with torch.device("meta"):
+        return LeanWhisper(dims) if engine == "lean" else whisper_class()(hf_config(dims))
+
+
+def _lean_from_safetensors(path: Path, config: dict) -> LeanWhisper:
+    """A Hugging Face model.safetensors (transformers' names; proj_out left out when tied) into a LeanWhisper."""
+    from safetensors.torch import load_file
+
+    try:
+        model = empty_whisper({k: config[k] for k in WHISPER_DIMENSIONS}, "lean")
+    except KeyError as err:
+        raise WhisperNotFound(f"{path.parent / 'config.json'}: Whisper size {err.args[0]!r} is missing") from err
+    state = load_file(str(path))
+    if "model.decoder.embed_tokens.weight" in state:
+        state.setdefault("proj_out.weight", state["model.decoder.embed_tokens.weight"])
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    if missing or unexpected:
+        raise WhisperNotFound(f"{path}: not the weights of a Whisper of its config.json (missing: {missing[:3]}, unexpected: {unexpected[:3]})")
+    model.tie_weights()
+    return model
 
 
 def export_hf(whisper, tokenizer, tokens: SpecialTokens, directory: str | Path) -> Path:
@@ -216,7 +248,7 @@ def export_hf(whisper, tokenizer, tokens: SpecialTokens, directory: str | Path) 
         forced_decoder_ids=[[i, t] for i, t in enumerate(tokens.prompt[1:], start=1)],
         suppress_tokens=tokens.suppress, begin_suppress_tokens=tokens.suppress_at_begin, max_length=whisper.config.max_target_positions,
     ).save_pretrained(str(directory))
-    tokenizer.save_pretrained(str(directory))
+    tokenizer.to_transformers().save_pretrained(str(directory))
     WhisperFeatureExtractor(feature_size=whisper.config.num_mel_bins).save_pretrained(str(directory))
     return directory
 

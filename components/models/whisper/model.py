@@ -1,4 +1,5 @@
-"""Whisper as an ASR backbone of the cascade (transformers' WhisperForConditionalGeneration inside).
+"""Whisper as an ASR backbone of the cascade: transformers' WhisperForConditionalGeneration inside (training,
+adapters), or for inference of plain weights the plain-torch LeanWhisper (lean.py: ``pretrained(engine="lean")``).
 
     wave (B, L) 16 kHz --log-mel (features.py)--> (B, 80, F), F = 100 x context seconds (or the batch's longest)
     --encoder (positions sliced to F/2)--> encoder states (B, F/2, d)
@@ -27,15 +28,13 @@ from torch.nn.utils.rnn import pad_sequence
 from components.models.backbone import ASRBackbone, register_backbone
 from components.models.whisper.decode import greedy_decode
 from components.models.whisper.features import FRAMES_PER_SECOND, HOP, WhisperLogMel, frames_for
-from components.models.whisper.load import DEFAULT_MODEL, SpecialTokens, export_ct2, export_hf, hf_config, load_tokenizer, load_whisper, no_speech_id, whisper_class
+from components.models.whisper.lean import WHISPER_DIMENSIONS, LeanWhisper
+from components.models.whisper.load import DEFAULT_MODEL, SpecialTokens, empty_whisper, export_ct2, export_hf, load_tokenizer, load_whisper, no_speech_id
 from components.models.whisper.segments import cut_points, join_passes
 from components.models.whisper.text import slurp_style
 from components.models.whisper.vocabulary import GreedyVocabulary
 
 TOKENIZER_FILE = "asr_tokenizer.json"
-# the transformers WhisperConfig sizes a saved cascade records to rebuild the model
-_DIMENSIONS = ("vocab_size", "d_model", "num_mel_bins", "encoder_layers", "decoder_layers", "encoder_attention_heads", "decoder_attention_heads",
-               "encoder_ffn_dim", "decoder_ffn_dim", "max_source_positions", "max_target_positions")
 PAD_TO = ("context", "longest")
 # the serving default for no_speech_threshold: it rejects <= 1% of the noisy nas_val commands (benchmarks/no_speech.py)
 NO_SPEECH_THRESHOLD = 0.6
@@ -79,10 +78,7 @@ class WhisperASR(ASRBackbone):
         ``config.dims`` on the meta device (no memory), for a caller that loads the weights (load_state_dict_file)."""
         super().__init__()
         self.config = config
-        if whisper is None:
-            with torch.device("meta"):
-                whisper = whisper_class()(hf_config(config.dims))
-        self.whisper = whisper
+        self.whisper = empty_whisper(config.dims) if whisper is None else whisper
         self.tokenizer = tokenizer
         self.tokens = SpecialTokens(**config.tokens)
         if self.tokens.no_speech is None and tokenizer is not None:  # cascades saved before it was recorded
@@ -92,16 +88,23 @@ class WhisperASR(ASRBackbone):
         self._vocabulary = GreedyVocabulary()  # greedy decoding's int8 copy of the output projection
 
     @classmethod
-    def pretrained(cls, source: str = DEFAULT_MODEL, **options) -> "WhisperASR":
-        """Load pre-trained weights offline (a name, a CTranslate2 or a Hugging Face directory)."""
-        whisper, tokenizer, tokens, files = load_whisper(source)
-        dims = {k: getattr(whisper.config, k) for k in _DIMENSIONS}
+    def pretrained(cls, source: str = DEFAULT_MODEL, engine: str = "transformers", **options) -> "WhisperASR":
+        """Load pre-trained weights offline (a name, a CTranslate2 or a Hugging Face directory). ``engine``
+        "lean": the plain-torch LeanWhisper, for inference only (no adapters, no training; start-up without
+        importing transformers); "transformers": WhisperForConditionalGeneration, for everything."""
+        whisper, tokenizer, tokens, files = load_whisper(source, engine)
+        dims = {k: getattr(whisper.config, k) for k in WHISPER_DIMENSIONS}
         config = WhisperASRConfig(source=files.source, dims=dims, tokens=asdict(tokens), **options)
         return cls(config, whisper, tokenizer)
 
     create = pretrained  # a run config's {"kind": "whisper", "source": ..., ...} loads the pre-trained weights
 
     # ------------------------------------------------------------------ the interface
+
+    @property
+    def lean(self) -> bool:
+        """True on the inference-only LeanWhisper engine."""
+        return isinstance(self.whisper, LeanWhisper)
 
     @property
     def hidden_size(self) -> int:
@@ -117,7 +120,7 @@ class WhisperASR(ASRBackbone):
 
     def encode_targets(self, texts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """prompt + " " + text + <|endoftext|> per text -> (B, S) padded with <|endoftext|>, lengths (B,)."""
-        rows = [torch.tensor(self.tokens.prompt + self.tokenizer(" " + t.strip(), add_special_tokens=False).input_ids + [self.tokens.eot]) for t in texts]
+        rows = [torch.tensor(self.tokens.prompt + self.tokenizer.encode(" " + t.strip()) + [self.tokens.eot]) for t in texts]
         return pad_sequence(rows, batch_first=True, padding_value=self.tokens.eot), torch.tensor([len(r) for r in rows])
 
     @property
@@ -153,8 +156,7 @@ class WhisperASR(ASRBackbone):
             encoder_states = x if level == "encoder_states" else self.encode_features(x)
         out: dict = {"encoder_states": encoder_states}
         if targets is not None:
-            dec = self.whisper.model.decoder(input_ids=targets[:, :-1], encoder_hidden_states=encoder_states, use_cache=False)
-            out["target_logits"] = self.whisper.proj_out(dec.last_hidden_state)  # (B, S - 1, V): token j + 1 from 0..j
+            out["target_logits"] = self.whisper.proj_out(self.decoder_states(targets[:, :-1], encoder_states))  # (B, S - 1, V): token j + 1 from 0..j
         if words:
             out.update(self.hypotheses(encoder_states, lengths))
         return out
@@ -190,6 +192,8 @@ class WhisperASR(ASRBackbone):
 
     def encode_features(self, features: torch.Tensor) -> torch.Tensor:
         """log-mel (B, n_mels, F), F even and <= 3000 -> (B, F/2, d)."""
+        if self.lean:
+            return self.whisper.encoder(features)
         enc = self.whisper.model.encoder
         x = nn.functional.gelu(enc.conv1(features))
         x = nn.functional.gelu(enc.conv2(x)).transpose(1, 2)  # (B, F/2, d)
@@ -200,6 +204,12 @@ class WhisperASR(ASRBackbone):
         for layer in enc.layers:
             x = layer(x, None, layer_head_mask=None)[0]
         return enc.layer_norm(x)
+
+    def decoder_states(self, inputs: torch.Tensor, encoder_states: torch.Tensor) -> torch.Tensor:
+        """Token ids (B, S), teacher-forced -> the decoder's hidden states (B, S, d) after its final norm."""
+        if self.lean:
+            return self.whisper.teacher_forced(inputs, encoder_states)
+        return self.whisper.model.decoder(input_ids=inputs, encoder_hidden_states=encoder_states, use_cache=False).last_hidden_state
 
     def long_hypotheses(self, wave: torch.Tensor, lengths: torch.Tensor) -> dict:
         """Hypotheses of clips of any length: each cut into windows (at most 3 s, or half the window, before
@@ -236,12 +246,12 @@ class WhisperASR(ASRBackbone):
         best = [tokens if spoken else [] for tokens, spoken in zip(best, speech)]
         P = len(self.tokens.prompt)
         inputs = pad_sequence([torch.tensor(self.tokens.prompt + b) for b in best], batch_first=True, padding_value=self.tokens.eot).to(encoder_states.device)
-        hidden = self.whisper.model.decoder(input_ids=inputs, encoder_hidden_states=encoder_states, use_cache=False).last_hidden_state
+        hidden = self.decoder_states(inputs, encoder_states)
         return {
             "states": hidden[:, P - 1 :],  # (B, 1 + H, d): the last prompt position, then each 1-best token
             "lengths": torch.tensor([1 + len(b) for b in best], device=encoder_states.device),
             "words": [self.word_spans(b, offset=1) for b in best],
-            "texts": [self.tokenizer.decode(b, skip_special_tokens=True).strip() for b in best],
+            "texts": [self.tokenizer.decode(b).strip() for b in best],
             "tokens": best,
             "no_speech_prob": no_speech,  # B floats, or None
             "speech": speech,
@@ -275,13 +285,13 @@ class WhisperASR(ASRBackbone):
                 groups[-1].append(i)
         spans = []
         for group in groups:
-            for word in slurp_style(self.tokenizer.decode([ids[i] for i in group], skip_special_tokens=True)).split():
+            for word in slurp_style(self.tokenizer.decode([ids[i] for i in group])).split():
                 spans.append((word, group[0] + offset, group[-1] + 1 + offset))
         return spans
 
     def _token_starts(self) -> list[bool]:
         if self._space_starts is None:
-            vocab = self.tokenizer.convert_ids_to_tokens(list(range(self.whisper.config.vocab_size)))
+            vocab = self.tokenizer.token_strings(self.whisper.config.vocab_size)
             self._space_starts = [bool(t) and t.startswith("Ġ") for t in vocab]
         return self._space_starts
 
@@ -290,6 +300,8 @@ class WhisperASR(ASRBackbone):
     def export_pretrained(self, directory: Path) -> Path:
         """A Hugging Face Whisper directory of the current weights (see load.export_hf); loads back with
         ``WhisperASR.pretrained(directory)``."""
+        if self.lean:
+            raise ValueError("the lean engine has no Hugging Face export; load the model with engine='transformers'")
         return export_hf(self.whisper, self.tokenizer, self.tokens, directory)
 
     def export_ct2(self, directory: Path) -> Path:
@@ -297,7 +309,7 @@ class WhisperASR(ASRBackbone):
         return export_ct2(self.whisper, self.config.source, directory)
 
     def save_files(self, directory: Path) -> dict:
-        self.tokenizer.backend_tokenizer.save(str(Path(directory) / TOKENIZER_FILE))
+        self.tokenizer.save(Path(directory) / TOKENIZER_FILE)
         return {"kind": self.kind, **asdict(self.config)}
 
     @classmethod
