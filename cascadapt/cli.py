@@ -91,9 +91,10 @@ def validate(manifest, labels, report, no_audio, allow_unlabelled) -> None:
     sys.exit(1)
 
 
-# a bare Whisper's inference engine (transcribe, predict); cascades always load on transformers' (adapters)
+# the Whisper inference engine of transcribe and predict
 ENGINE_OPTION = click.option("--engine", type=click.Choice(["lean", "transformers"]), default="lean", show_default=True,
-                             help="A bare Whisper's inference engine: lean (plain torch, fast start-up) or transformers' WhisperForConditionalGeneration (the same tokens).")
+                             help="Whisper's inference engine: lean (our plain-torch Whisper; a bare Whisper then loads without transformers) or "
+                                  "transformers' WhisperForConditionalGeneration (the same tokens). A cascade whose Whisper has adapters or search cells inside stays on transformers'.")
 
 
 def _load_model(spec: str):
@@ -168,7 +169,8 @@ def predict(model_spec, nlu_spec, manifest, out, split, mode, context, batch_siz
 def _load_recogniser(spec: str, context: float | None, engine: str = "transformers"):
     """A Whisper backbone (a name such as whisper-tiny.en, a CTranslate2 or Hugging Face directory), a saved
     cascade directory, or a ZenML model version; ``context`` (seconds) overrides the Whisper encoder window.
-    ``engine``: a bare Whisper's ("lean": inference only, no transformers import); a cascade's is transformers'."""
+    ``engine`` "lean": a bare Whisper loads on LeanWhisper (no transformers import), a cascade's plain Whisper
+    moves onto it (to_inference_engine); "transformers": both stay on transformers' model."""
     from components.cascade_files import is_saved_cascade
     from components.models.whisper.ct2 import CT2FormatError
     from components.models.whisper.load import NAMED_MODELS, WhisperNotFound
@@ -181,6 +183,8 @@ def _load_recogniser(spec: str, context: float | None, engine: str = "transforme
             raise click.ClickException(str(e)) from None
     elif Path(spec).exists() or ":" in spec or not spec.startswith("whisper"):
         model = _load_model(spec)
+        if engine == "lean":
+            model.asr.to_inference_engine()
     else:
         raise click.ClickException(f"unknown Whisper model {spec!r}; names: {', '.join(NAMED_MODELS)}, or a directory")
     asr = getattr(model, "asr", model)

@@ -8,6 +8,8 @@ import pytest
 import torch
 
 from components.models.whisper.lean import LeanWhisper
+from components.models.whisper.load import DEFAULT_MODEL, load_tokenizer, whisper_files
+from tests.test_adapters import CASES
 from tests.test_adapters_whisper import DIMS
 from tests.test_nas import speech  # noqa: F401  (the fixture: 4 SLURP rows spoken by espeak-ng, pink noise)
 
@@ -87,10 +89,6 @@ def test_the_lean_engine_transcribes_as_transformers_does(speech):  # noqa: F811
     assert got["no_speech_prob"] == pytest.approx(want["no_speech_prob"], abs=1e-4)
     assert got["words"] == want["words"]
     torch.testing.assert_close(got["states"], want["states"], rtol=1e-3, atol=1e-3)
-    from components import adapters
-
-    with pytest.raises(ValueError, match="role '@attention' is not defined"):  # inference only: no adapters
-        adapters.add_adapter(lean, adapters.LoraConfig(target_modules=["@attention"], r=4))
 
 
 def test_the_lean_engine_loads_without_importing_transformers():
@@ -113,9 +111,7 @@ def test_the_tokenizer_decodes_as_transformers_does():
 
     from transformers import WhisperTokenizerFast
 
-    from components.models.whisper.load import load_tokenizer, whisper_files
-
-    path = whisper_files("whisper-tiny.en").tokenizer
+    path = whisper_files(DEFAULT_MODEL).tokenizer
     ours, theirs = load_tokenizer(path), WhisperTokenizerFast(tokenizer_file=str(path))
     text = " Set an alarm for 7:30, please! What's the weather in São Paulo?"
     assert ours.encode(text) == theirs(text, add_special_tokens=False).input_ids
@@ -125,3 +121,46 @@ def test_the_tokenizer_decodes_as_transformers_does():
         assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=True)
     assert ours.token_strings(50363) == theirs.convert_ids_to_tokens(list(range(50363)))
     assert ours.token_id("<|nocaptions|>") == 50361 and ours.token_id("<|nospeech|>") is None
+
+
+@pytest.mark.parametrize("method", sorted(CASES))
+def test_every_adapter_method_gives_the_same_outputs_on_the_lean_engine(method):
+    """The service's path: a plain Whisper moved onto LeanWhisper (to_inference_engine), then an adapter
+    attached by role. Every method but prompt and prefix tuning gives transformers' teacher-forced logits
+    and greedy tokens with the same (perturbed) adapter weights; those two are refused with the reason."""
+    import copy
+
+    from components import adapters as A
+    from tests.test_adapters import perturb
+    from tests.test_adapters_whisper import ON_WHISPER, tiny_whisper
+
+    tokenizer = load_tokenizer(whisper_files(DEFAULT_MODEL).tokenizer)
+    reference = tiny_whisper(tokenizer)
+    lean = copy.deepcopy(reference)
+    assert lean.to_inference_engine() and lean.lean
+    config = ON_WHISPER.get(method, CASES[method][0])()
+    if method in ("prompt", "prefix"):
+        with pytest.raises((ValueError, TypeError), match="role '@decoder' is not defined|holds none"):
+            A.add_adapter(lean.whisper, config, name="x")
+        return
+    perturb(A.add_adapter(reference.whisper, config, name="x"), reference.whisper)
+    A.add_adapter(lean.whisper, config, name="x")
+    lean.whisper.load_state_dict(reference.whisper.state_dict(), strict=True)
+    torch.manual_seed(1)
+    wave, lengths = torch.randn(2, 16000) * 0.1, torch.tensor([16000, 12000])
+    targets, target_lengths = reference.encode_targets(["set an alarm for five am", "hello"])
+    with torch.inference_mode():
+        want, got = reference(wave, lengths, targets, target_lengths), lean(wave, lengths, targets, target_lengths)
+    torch.testing.assert_close(got["target_logits"], want["target_logits"], rtol=1e-4, atol=1e-4)
+    assert got["tokens"] == want["tokens"]
+    torch.testing.assert_close(got["states"], want["states"], rtol=1e-4, atol=1e-4)
+
+
+def test_a_whisper_with_adapters_inside_stays_on_transformers():
+    """to_inference_engine moves only plain weights: with an adapter already inside, nothing changes."""
+    from components import adapters as A
+    from tests.test_adapters_whisper import tiny_whisper
+
+    asr = tiny_whisper(load_tokenizer(whisper_files(DEFAULT_MODEL).tokenizer))
+    A.add_adapter(asr.whisper, A.LoraConfig(target_modules=["@attention"], r=4), name="x")
+    assert not asr.to_inference_engine() and not asr.lean

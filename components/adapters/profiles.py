@@ -32,6 +32,20 @@ def _class_name(module: nn.Module) -> str:
     return f"{type(module).__module__}.{type(module).__qualname__}"
 
 
+# Whisper's blocks, by transformers' module names (which the lean Whisper keeps)
+WHISPER_BLOCK_ROLES: dict[str, list[str]] = {
+    "layer": ["model.encoder.layers.*", "model.decoder.layers.*"],
+    "encoder_layer": ["model.encoder.layers.*"],
+    "attention": ["model.encoder.layers.*.self_attn", "model.decoder.layers.*.self_attn"],
+    "cross_attention": ["model.decoder.layers.*.encoder_attn"],
+    "ffn": ["model.encoder.layers.*.fc2", "model.decoder.layers.*.fc2"],
+    "linear": [f"model.{stack}.layers.*.{part}" for stack in ("encoder", "decoder")
+               for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2")]
+              + [f"model.decoder.layers.*.encoder_attn.{p}_proj" for p in ("q", "k", "v", "out")],
+    "norm": [f"model.{stack}.layers.*.{n}" for stack in ("encoder", "decoder") for n in ("self_attn_layer_norm", "final_layer_norm")]
+            + ["model.decoder.layers.*.encoder_attn_layer_norm"],
+}
+
 # matched on the module's class path, so transformers need not be imported here
 PROFILES: dict[str, Profile] = {
     "torchaudio.models.conformer.Conformer": Profile(
@@ -65,21 +79,11 @@ PROFILES: dict[str, Profile] = {
     # Whisper: the encoder and the decoder stacks both. No '@encoder' role: WhisperASR runs the encoder's
     # layers itself (any window up to 30 s), so nothing calls WhisperEncoder.forward for a prompt to hook;
     # prompt tuning prepends to the decoder ('@decoder') instead.
-    "transformers.models.whisper.modeling_whisper.WhisperForConditionalGeneration": Profile(
-        roles={
-            "decoder": ["model.decoder"],
-            "layer": ["model.encoder.layers.*", "model.decoder.layers.*"],
-            "encoder_layer": ["model.encoder.layers.*"],
-            "attention": ["model.encoder.layers.*.self_attn", "model.decoder.layers.*.self_attn"],
-            "cross_attention": ["model.decoder.layers.*.encoder_attn"],
-            "ffn": ["model.encoder.layers.*.fc2", "model.decoder.layers.*.fc2"],
-            "linear": [f"model.{stack}.layers.*.{part}" for stack in ("encoder", "decoder")
-                       for part in ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.out_proj", "fc1", "fc2")]
-                      + [f"model.decoder.layers.*.encoder_attn.{p}_proj" for p in ("q", "k", "v", "out")],
-            "norm": [f"model.{stack}.layers.*.{n}" for stack in ("encoder", "decoder") for n in ("self_attn_layer_norm", "final_layer_norm")]
-                    + ["model.decoder.layers.*.encoder_attn_layer_norm"],
-        },
-    ),
+    "transformers.models.whisper.modeling_whisper.WhisperForConditionalGeneration": Profile(roles={"decoder": ["model.decoder"], **WHISPER_BLOCK_ROLES}),
+    # the plain-torch inference Whisper (components/models/whisper/lean.py): the same module names, every part
+    # run through its forward; no '@decoder' (its decoder takes token ids, no prompt embeddings), and prefix
+    # tuning finds no attention it knows there
+    "components.models.whisper.lean.LeanWhisper": Profile(roles=WHISPER_BLOCK_ROLES),
     "components.models.se.MaskEnhancer": Profile(
         roles={"encoder": [""], "layer": ["rnn"], "encoder_layer": ["rnn"], "ffn": ["mask"], "linear": ["mask"]},
     ),

@@ -55,6 +55,11 @@ class ASRBackbone(nn.Module):
             raise ValueError(f"{self.kind} backbone: no run-time option {unknown}; it has {list(self.runtime_options)}")
         self.config = dataclasses.replace(self.config, **options)
 
+    def to_inference_engine(self) -> bool:
+        """Swap in a faster inference-only form of the same weights, if the kind has one and the model is
+        still plain (adapters are added after); True if it now runs on one. Default: none."""
+        return False
+
     def runtime_settings(self) -> dict:
         """The current value of every run-time option (what ``configure`` takes back)."""
         return {name: getattr(self.config, name) for name in self.runtime_options}

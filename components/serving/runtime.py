@@ -48,12 +48,14 @@ class TaskRuntime:
 
     def __init__(
         self, cascade: Cascade, bundle: TaskAdapters, device: str = "auto", mode: str = "e2e", no_speech_threshold: float | None = None,
-        max_resident_tasks: int | None = None,
+        max_resident_tasks: int | None = None, inference_engine: bool = True,
     ) -> None:
         """mode: "e2e" (the NLU reads the 1-best through the bridge) or "text" (the 1-best text alone);
         no_speech_threshold: above it, a request's no-speech probability means nobody spoke (the ASR's
         run-time option, where the backbone has one: Whisper; the Conformer-CTC answers every request);
-        max_resident_tasks: how many tasks' adapters stay loaded (None: all, loaded at start)."""
+        max_resident_tasks: how many tasks' adapters stay loaded (None: all, loaded at start);
+        inference_engine: run the ASR on its inference-only form where the backbone has one (Whisper:
+        LeanWhisper, the same outputs; see ASRBackbone.to_inference_engine), before the adapters attach."""
         if bundle.kind != "adapter":
             raise ValueError(f"bundle {bundle.system!r} is kind {bundle.kind!r}: serving holds one backbone and switches adapters, so it needs kind 'adapter'")
         if mode not in MODES:
@@ -61,6 +63,7 @@ class TaskRuntime:
         if max_resident_tasks is not None and max_resident_tasks < 1:
             raise ValueError(f"max_resident_tasks must be >= 1 or None, got {max_resident_tasks}")
         self.max_resident_tasks = max_resident_tasks
+        self.inference_engine = inference_engine  # True once the ASR runs on its inference engine
         self._resident: OrderedDict[str, None] = OrderedDict()  # loaded tasks, least recently used first
         self.device = resolve_device(device)
         self.bundle = bundle
@@ -71,6 +74,7 @@ class TaskRuntime:
         run_on_torch_thread(self._attach)
 
     def _attach(self) -> None:
+        self.inference_engine = self.inference_engine and self.cascade.asr.to_inference_engine()
         preload = list(self.bundle.tasks) if self.max_resident_tasks is None else []
         self.bundle.attach(self.cascade, tasks=preload)
         self._resident.update(dict.fromkeys(preload))
@@ -81,10 +85,10 @@ class TaskRuntime:
 
     @classmethod
     def load(cls, root: str | Path, device: str = "auto", mode: str = "e2e", no_speech_threshold: float | None = None,
-             max_resident_tasks: int | None = None) -> "TaskRuntime":
+             max_resident_tasks: int | None = None, inference_engine: bool = True) -> "TaskRuntime":
         root = Path(root)
         return run_on_torch_thread(
-            lambda: cls(load_cascade(root / CASCADE_DIR, device="cpu"), TaskAdapters(root / ADAPTERS_DIR), device, mode, no_speech_threshold, max_resident_tasks)
+            lambda: cls(load_cascade(root / CASCADE_DIR, device="cpu"), TaskAdapters(root / ADAPTERS_DIR), device, mode, no_speech_threshold, max_resident_tasks, inference_engine)
         )
 
     @property

@@ -50,6 +50,7 @@ class ServingArgs(BaseModel):
     max_resident_tasks: Optional[int] = Field(
         None, ge=1, description="tasks whose adapters stay loaded: each loads on its first request, the least recently used is dropped past it; null loads every task at start",
     )
+    inference_engine: bool = Field(True, description="run the ASR on its inference-only engine where it has one (Whisper: the plain-torch LeanWhisper; the same outputs)")
     no_speech_threshold: Optional[float] = Field(
         NO_SPEECH_THRESHOLD, gt=0, le=1,
         description="Whisper's no-speech probability above which a request gets speech false and no intent (calibrated: benchmarks/no_speech.py); null answers everything",
@@ -116,7 +117,7 @@ class CascadeSLU:
         if ARGS.threads:
             run_on_torch_thread(torch.set_num_threads, ARGS.threads)
         self.runtime = TaskRuntime.load(Path(self.model.path), device=ARGS.device, mode=ARGS.mode, no_speech_threshold=ARGS.no_speech_threshold,
-                                    max_resident_tasks=ARGS.max_resident_tasks)
+                                    max_resident_tasks=ARGS.max_resident_tasks, inference_engine=ARGS.inference_engine)
         self.limits = AudioLimits(max_seconds=ARGS.max_seconds, max_bytes=ARGS.max_bytes)  # Whisper cuts longer clips into windows
         batch_on_torch_thread = lambda items: run_on_torch_thread(self.predict_batch, items)  # noqa: E731
         self.batcher = MicroBatcher(batch_on_torch_thread, ARGS.max_batch_size, ARGS.max_wait_ms, ARGS.max_queue) if ARGS.batching else None
@@ -132,7 +133,7 @@ class CascadeSLU:
         bundle = self.runtime.bundle
         return {"model": str(self.model.tag), "system": bundle.system, "backbone": bundle.backbone, "digest": bundle.digest(), "tasks": bundle.tasks,
                 "device": str(self.runtime.device), "batching": ARGS.batching, "max_batch_size": ARGS.max_batch_size, "mode": ARGS.mode,
-                "no_speech_threshold": self.runtime.no_speech_threshold,
+                "no_speech_threshold": self.runtime.no_speech_threshold, "inference_engine": self.runtime.inference_engine,
                 "max_resident_tasks": ARGS.max_resident_tasks, "resident_tasks": len(self.runtime.resident_tasks),
                 "max_seconds": self.limits.max_seconds}
 

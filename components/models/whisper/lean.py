@@ -11,9 +11,11 @@ a static KV cache.
 
 Why: importing transformers' Whisper is ~3 s of a one-command start-up, and its generic decoder spends a
 step's time in per-step bookkeeping, not arithmetic (README "Serving"). Modules carry transformers'
-names (model.encoder.layers.0.self_attn.q_proj, ...), so its state dict loads as is. No dropout, no
-adapters (no adapter profile: adding one is refused): inference of a plain or merged Whisper, as
-``WhisperASR.pretrained(engine="lean")`` loads it for `cascadapt transcribe` and `predict`.
+names (model.encoder.layers.0.self_attn.q_proj, ...), so its state dict loads as is, and every part runs
+through its module's forward, so adapters attach by the same roles (components/adapters/profiles.py;
+not prompt or prefix tuning, which need transformers' decoder and attention). No dropout: inference, as
+``WhisperASR.pretrained(engine="lean")`` loads it for `cascadapt transcribe` and `predict`, and
+``WhisperASR.to_inference_engine()`` moves a loaded model onto it for the service.
 """
 
 from __future__ import annotations
@@ -23,6 +25,42 @@ from types import SimpleNamespace
 import torch
 from torch import nn
 from torch.nn import functional as F
+
+
+class KV:
+    """One decoder attention's keys and values, (B, heads, S, d / heads) each.
+
+    Self-attention (``max_len``): tensors of ``max_len`` positions, allocated at the first call and filled
+    step by step (no concatenation a step). Cross-attention (``source``, the encoder states (B, T', d)):
+    projected at the first call, then reused by every step."""
+
+    def __init__(self, max_len: int | None = None, source: torch.Tensor | None = None) -> None:
+        self.max_len, self.source = max_len, source
+        self.keys: torch.Tensor | None = None
+        self.values: torch.Tensor | None = None
+        self.length = 0  # positions filled (self-attention)
+
+    def append(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Write n new positions (B, heads, n, d / heads); -> every position so far. n > 1 only on an empty cache."""
+        n, start = keys.shape[2], self.length
+        if self.keys is None:
+            shape = (keys.shape[0], keys.shape[1], self.max_len, keys.shape[3])
+            self.keys, self.values = keys.new_zeros(shape), values.new_zeros(shape)
+        if start + n > self.max_len:
+            raise ValueError(f"decoder cache of {self.max_len} positions is full")
+        if start and n > 1:
+            raise ValueError("several tokens a step only on an empty cache (the prompt)")
+        self.keys[:, :, start : start + n] = keys
+        self.values[:, :, start : start + n] = values
+        self.length = start + n
+        return self.keys[:, :, : self.length], self.values[:, :, : self.length]
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only these rows of the batch."""
+        if self.keys is not None:
+            self.keys, self.values = self.keys.index_select(0, rows), self.values.index_select(0, rows)
+        if self.source is not None:
+            self.source = self.source.index_select(0, rows)
 
 
 class Attention(nn.Module):
@@ -41,17 +79,27 @@ class Attention(nn.Module):
         B, T, d = x.shape
         return x.view(B, T, self.heads, d // self.heads).transpose(1, 2)
 
-    def attend(self, x: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, causal: bool = False) -> torch.Tensor:
-        """x (B, T, d) queries against keys, values (B, heads, S, d / heads) -> (B, T, d)"""
+    def forward(self, x: torch.Tensor, kv: KV | None = None) -> torch.Tensor:
+        """x (B, T, d) -> (B, T, d). ``kv`` None: self-attention over x, unmasked (the encoder); a cross KV:
+        attention over the encoder states; a self KV: x's positions appended to the cache, causal."""
+        causal = False
+        if kv is None:
+            keys, values = self.split(self.k_proj(x)), self.split(self.v_proj(x))
+        elif kv.source is not None:
+            if kv.keys is None:
+                kv.keys, kv.values = self.split(self.k_proj(kv.source)), self.split(self.v_proj(kv.source))
+            keys, values = kv.keys, kv.values
+        else:
+            keys, values = kv.append(self.split(self.k_proj(x)), self.split(self.v_proj(x)))
+            causal = x.shape[1] > 1  # the prompt attends causally within itself
         out = F.scaled_dot_product_attention(self.split(self.q_proj(x)), keys, values, is_causal=causal)
         return self.out_proj(out.transpose(1, 2).flatten(2))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:  # self-attention over x, unmasked (the encoder)
-        return self.attend(x, self.split(self.k_proj(x)), self.split(self.v_proj(x)))
-
 
 class Block(nn.Module):
-    """A pre-norm transformer layer; with ``cross``, a decoder layer (self-attention, cross-attention, FFN)."""
+    """A pre-norm transformer layer; with ``cross``, a decoder layer (self-attention, cross-attention, FFN).
+    Every part runs through its module's forward, so adapters wrapping them (LoRA on a projection, a
+    bottleneck after the FFN or the attention, HRA on the block's output) see every call."""
 
     def __init__(self, d: int, heads: int, ffn: int, cross: bool = False) -> None:
         super().__init__()
@@ -60,7 +108,11 @@ class Block(nn.Module):
             self.encoder_attn, self.encoder_attn_layer_norm = Attention(d, heads), nn.LayerNorm(d)
         self.fc1, self.fc2, self.final_layer_norm = nn.Linear(d, ffn), nn.Linear(ffn, d), nn.LayerNorm(d)
 
-    def ffn(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, self_kv: KV | None = None, cross_kv: KV | None = None) -> torch.Tensor:
+        """x (B, T, d) -> (B, T, d); the decoder passes its layer's caches."""
+        x = x + self.self_attn(self.self_attn_layer_norm(x), kv=self_kv)
+        if cross_kv is not None:
+            x = x + self.encoder_attn(self.encoder_attn_layer_norm(x), kv=cross_kv)
         return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
 
 
@@ -80,30 +132,22 @@ class Encoder(nn.Module):
             raise ValueError(f"{features.shape[-1]} mel frames exceed Whisper's {2 * self.embed_positions.num_embeddings}")
         x = x + self.embed_positions.weight[: x.shape[1]]
         for layer in self.layers:
-            x = x + layer.self_attn(layer.self_attn_layer_norm(x))
-            x = layer.ffn(x)
+            x = layer(x)
         return self.layer_norm(x)
 
 
 class DecoderCache:
-    """The decoder's keys and values: cross-attention's from the encoder states (once), self-attention's
-    in tensors allocated for ``max_len`` positions and filled step by step (no concatenation a step)."""
+    """The decoder's keys and values, a self KV and a cross KV a layer, and the positions filled."""
 
-    def __init__(self, decoder: "Decoder", encoder_states: torch.Tensor, max_len: int) -> None:
-        B, dtype, device = encoder_states.shape[0], encoder_states.dtype, encoder_states.device
-        self.cross = [(layer.encoder_attn.split(layer.encoder_attn.k_proj(encoder_states)), layer.encoder_attn.split(layer.encoder_attn.v_proj(encoder_states)))
-                      for layer in decoder.layers]
-        heads, d = decoder.layers[0].self_attn.heads, encoder_states.shape[-1]
-        shape = (B, heads, max_len, d // heads)
-        self.keys = [torch.zeros(shape, dtype=dtype, device=device) for _ in decoder.layers]
-        self.values = [torch.zeros(shape, dtype=dtype, device=device) for _ in decoder.layers]
-        self.length = 0  # positions filled
+    def __init__(self, layers: int, encoder_states: torch.Tensor, max_len: int) -> None:
+        self.self_kv = [KV(max_len=max_len) for _ in range(layers)]
+        self.cross_kv = [KV(source=encoder_states) for _ in range(layers)]
+        self.length = 0
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only these rows of the batch (finished rows leave it)."""
-        self.cross = [(k.index_select(0, rows), v.index_select(0, rows)) for k, v in self.cross]
-        self.keys = [k.index_select(0, rows) for k in self.keys]
-        self.values = [v.index_select(0, rows) for v in self.values]
+        for kv in self.self_kv + self.cross_kv:
+            kv.keep(rows)
 
 
 class DecoderSteps:
@@ -128,24 +172,15 @@ class Decoder(nn.Module):
         self.layer_norm = nn.LayerNorm(d)
 
     def cache(self, encoder_states: torch.Tensor, max_len: int | None = None) -> DecoderCache:
-        return DecoderCache(self, encoder_states, max_len or self.embed_positions.num_embeddings)
+        return DecoderCache(len(self.layers), encoder_states, max_len or self.embed_positions.num_embeddings)
 
     def forward(self, tokens: torch.Tensor, cache: DecoderCache) -> torch.Tensor:
         """tokens (B, n) at positions [cache.length, cache.length + n) -> hidden (B, n, d), after the final norm.
         n > 1 only on an empty cache (the prompt), which attends causally within itself."""
         start, n = cache.length, tokens.shape[1]
-        if start + n > cache.keys[0].shape[2]:
-            raise ValueError(f"decoder cache of {cache.keys[0].shape[2]} positions is full")
-        if start and n > 1:
-            raise ValueError("several tokens a step only on an empty cache (the prompt)")
         x = self.embed_tokens(tokens) + self.embed_positions.weight[start : start + n]
-        for i, layer in enumerate(self.layers):
-            attn, h = layer.self_attn, layer.self_attn_layer_norm(x)
-            cache.keys[i][:, :, start : start + n] = attn.split(attn.k_proj(h))
-            cache.values[i][:, :, start : start + n] = attn.split(attn.v_proj(h))
-            x = x + attn.attend(h, cache.keys[i][:, :, : start + n], cache.values[i][:, :, : start + n], causal=n > 1)
-            x = x + layer.encoder_attn.attend(layer.encoder_attn_layer_norm(x), *cache.cross[i])
-            x = layer.ffn(x)
+        for layer, self_kv, cross_kv in zip(self.layers, cache.self_kv, cache.cross_kv):
+            x = layer(x, self_kv, cross_kv)
         cache.length = start + n
         return self.layer_norm(x)
 
@@ -153,7 +188,7 @@ class Decoder(nn.Module):
 # the sizes a Whisper is built from (and a saved cascade records): whisper_dimensions() of a CTranslate2
 # file, or the same fields of transformers' WhisperConfig / config.json
 WHISPER_DIMENSIONS = ("vocab_size", "d_model", "num_mel_bins", "encoder_layers", "decoder_layers", "encoder_attention_heads",
-                   "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_source_positions", "max_target_positions")
+                      "decoder_attention_heads", "encoder_ffn_dim", "decoder_ffn_dim", "max_source_positions", "max_target_positions")
 
 
 class _Model(nn.Module):

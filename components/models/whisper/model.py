@@ -90,8 +90,8 @@ class WhisperASR(ASRBackbone):
     @classmethod
     def pretrained(cls, source: str = DEFAULT_MODEL, engine: str = "transformers", **options) -> "WhisperASR":
         """Load pre-trained weights offline (a name, a CTranslate2 or a Hugging Face directory). ``engine``
-        "lean": the plain-torch LeanWhisper, for inference only (no adapters, no training; start-up without
-        importing transformers); "transformers": WhisperForConditionalGeneration, for everything."""
+        "lean": the plain-torch LeanWhisper, for inference (no dropout, no prompt or prefix tuning; start-up
+        without importing transformers); "transformers": WhisperForConditionalGeneration, for everything."""
         whisper, tokenizer, tokens, files = load_whisper(source, engine)
         dims = {k: getattr(whisper.config, k) for k in WHISPER_DIMENSIONS}
         config = WhisperASRConfig(source=files.source, dims=dims, tokens=asdict(tokens), **options)
@@ -105,6 +105,22 @@ class WhisperASR(ASRBackbone):
     def lean(self) -> bool:
         """True on the inference-only LeanWhisper engine."""
         return isinstance(self.whisper, LeanWhisper)
+
+    def to_inference_engine(self) -> bool:
+        """Run on LeanWhisper from now on, with the same weights (shared, not copied): for serving and
+        prediction, not training (no dropout). Only plain weights move: a Whisper with adapters or search
+        cells inside has other parameter names, and stays on transformers' (False). Adapters added
+        afterwards attach to LeanWhisper by the same roles, except prompt and prefix tuning."""
+        if self.lean:
+            return True
+        lean = empty_whisper(self.config.dims, "lean")
+        state = self.whisper.state_dict()
+        if set(state) != set(lean.state_dict()):
+            return False
+        lean.load_state_dict(state, strict=True, assign=True)
+        lean.tie_weights()
+        self.whisper = lean.eval()
+        return True
 
     @property
     def hidden_size(self) -> int:
