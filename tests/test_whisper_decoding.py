@@ -57,7 +57,7 @@ def test_shortlist_gives_the_fp32_argmax_even_on_near_ties(tiny_en):
         for row, (b, t) in enumerate(zip(best.tolist(), twins.tolist())):
             sign = 1 if row % 2 else -1  # odd rows: the twin wins by ~1e-4 of a logit; even rows: it loses
             proj.weight[t] = proj.weight[b] + sign * 1e-4 * h[row] / h[row].pow(2).sum()
-    vocabulary = GreedyVocabulary()
+    vocabulary = GreedyVocabulary(int8_after=0)  # the int8 shortlist from the first call
     expected = (proj(h) + mask).argmax(-1)
     got = vocabulary.argmax(proj, h, mask, norm)
     assert vocabulary._key is not None, "the int8 shortlist did not run"
@@ -70,7 +70,7 @@ def test_shortlist_follows_weights_changed_in_place(tiny_en):
     norm, proj = _projection(whisper)
     mask = torch.zeros(whisper.config.vocab_size)
     h = _hidden(norm, 4, seed=1)
-    vocabulary = GreedyVocabulary()
+    vocabulary = GreedyVocabulary(int8_after=0)  # the int8 shortlist from the first call
     first = vocabulary.argmax(proj, h, mask, norm)
     with torch.no_grad():  # an optimizer step would do this: every row now prefers token 7
         proj.weight[7] += 10 * h.mean(0) / h.mean(0).pow(2).sum()
@@ -83,7 +83,7 @@ def test_a_wrapped_projection_is_used_as_is(tiny_en):
     linear = nn.Linear(384, whisper.config.vocab_size, bias=False)
     wrapped = nn.Sequential(linear, nn.Tanh())  # e.g. an adapter around proj_out: no folding into int8
     h, mask = torch.randn(3, 384), torch.zeros(whisper.config.vocab_size)
-    vocabulary = GreedyVocabulary()
+    vocabulary = GreedyVocabulary(int8_after=0)  # the int8 shortlist from the first call
     assert torch.equal(vocabulary.argmax(wrapped, h, mask), torch.tanh(linear(h)).argmax(-1))
     assert vocabulary._key is None
 
@@ -111,3 +111,15 @@ def test_rows_leave_the_batch_and_keep_their_own_task(method, tokenizer):  # noq
         assert alone[0] == batched[row], f"row {row} ({task})"
         if no_speech is not None:
             assert alone_no_speech[0] == pytest.approx(no_speech[row], abs=1e-5)
+
+
+def test_the_int8_copy_is_made_only_after_int8_after_calls(tiny_en):
+    """A one-command process never wins back the int8 copy's cost: the first calls run the fp32 projection."""
+    whisper, _ = tiny_en
+    norm, proj = _projection(whisper)
+    h, mask = _hidden(norm, 2, seed=3), torch.zeros(whisper.config.vocab_size)
+    vocabulary = GreedyVocabulary(int8_after=2)
+    expected = (proj(h) + mask).argmax(-1)
+    for _ in range(2):
+        assert torch.equal(vocabulary.argmax(proj, h, mask, norm), expected) and vocabulary._key is None
+    assert torch.equal(vocabulary.argmax(proj, h, mask, norm), expected) and vocabulary._key is not None

@@ -17,7 +17,9 @@ x per tensor in 7 bits, scale s_x = range / 127; w per row, scale s_v = max|w| /
 with 1 % slack for fp32 rounding.
 
 Off the CPU (or without fbgemm), or when the projection is no plain bias-free Linear (an adapter
-wraps it), the projection runs as is and nothing is quantized.
+wraps it), the projection runs as is and nothing is quantized. Making the int8 copy costs about half a
+second on 2 cores, dozens of fp32 steps, which a one-command process never wins back: the first
+``int8_after`` calls (64 by default) run the plain fp32 projection, and the copy is made at the next.
 """
 
 from __future__ import annotations
@@ -43,14 +45,16 @@ class GreedyVocabulary:
     remade when one of them changes in place (an optimizer step) or is another tensor; a copy of its
     owner (deepcopy, pickle) starts without one."""
 
-    def __init__(self) -> None:
+    def __init__(self, int8_after: int = 64) -> None:
+        self.int8_after = int8_after  # calls on the plain fp32 projection before the int8 copy is made
+        self._calls = 0
         self._key = None  # (data_ptr, _version) of each tensor the int8 copy was made from
 
     def __getstate__(self) -> dict:
-        return {}
+        return {"int8_after": self.int8_after}
 
     def __setstate__(self, state: dict) -> None:
-        self.__init__()
+        self.__init__(**state)
 
     def _shortlist_ready(self, proj_out: nn.Module, norm: nn.LayerNorm | None, hidden: torch.Tensor) -> bool:
         """Make the int8 copy if it is missing or stale; False where the shortlist does not apply."""
@@ -76,7 +80,8 @@ class GreedyVocabulary:
     def argmax(self, proj_out: nn.Module, hidden: torch.Tensor, mask: torch.Tensor, norm: nn.LayerNorm | None = None) -> torch.Tensor:
         """hidden (B, d), mask (V,) -> (B,) the fp32 argmax of proj_out(hidden) + mask.
         ``norm``: the LayerNorm that made ``hidden`` (its gain and bias condition the int8 product), or None."""
-        if not self._shortlist_ready(proj_out, norm, hidden):
+        self._calls += 1
+        if self._calls <= self.int8_after or not self._shortlist_ready(proj_out, norm, hidden):
             return (proj_out(hidden).float() + mask).argmax(-1)
         x = (hidden - self._shift) / self._gain  # (B, d)
         approx = torch.ops.quantized.linear_dynamic(x, self._packed, True) + self._constant  # (B, V); reduce_range: x in 7 bits
