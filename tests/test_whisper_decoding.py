@@ -88,10 +88,16 @@ def test_a_wrapped_projection_is_used_as_is(tiny_en):
     assert vocabulary._key is None
 
 
-@pytest.mark.parametrize("method", sorted(CASES))
-def test_rows_leave_the_batch_and_keep_their_own_task(method, tokenizer):  # noqa: F811
-    """A mixed-task batch decodes each row as it decodes alone, with its task's adapter in every cached step."""
+# every method on transformers' Whisper; on the lean engine, all but prompt and prefix tuning (refused there)
+ENGINE_CASES = [(m, "transformers") for m in sorted(CASES)] + [(m, "lean") for m in sorted(CASES) if m not in ("prompt", "prefix")]
+
+
+@pytest.mark.parametrize("method,engine", ENGINE_CASES)
+def test_rows_leave_the_batch_and_keep_their_own_task(method, engine, tokenizer):  # noqa: F811
+    """A mixed-task batch decodes each row as it decodes alone, with its task's adapter in every cached step
+    (transformers' decoder cache, and the lean engine's static one)."""
     asr = tiny_whisper(tokenizer)
+    assert engine == "transformers" or asr.to_inference_engine()
     adapter = A.add_adapter(asr.whisper, ON_WHISPER.get(method, CASES[method][0])(), name="x", tasks=["a", "b"])
     perturb(adapter, asr.whisper)
     torch.manual_seed(2)
