@@ -45,10 +45,11 @@ class CT2FormatError(ValueError):
 class _Reader:
     def __init__(self, parts: list[Path]) -> None:
         self.path = parts[0] if len(parts) == 1 else f"{parts[0]} (+{len(parts) - 1} parts)"
-        self.data = parts[0].read_bytes() if len(parts) == 1 else b"".join(p.read_bytes() for p in parts)
+        # a memoryview: every variable's array is a view of the file's bytes, not a copy of them
+        self.data = memoryview(parts[0].read_bytes() if len(parts) == 1 else b"".join(p.read_bytes() for p in parts))
         self.pos = 0
 
-    def take(self, n: int) -> bytes:
+    def take(self, n: int) -> memoryview:
         if self.pos + n > len(self.data):
             raise CT2FormatError(f"{self.path}: truncated at byte {self.pos} (wanted {n} more, file has {len(self.data)})")
         chunk = self.data[self.pos : self.pos + n]
@@ -60,7 +61,7 @@ class _Reader:
 
     def string(self) -> str:
         (n,) = self.unpack("H")
-        raw = self.take(n)
+        raw = bytes(self.take(n))
         try:
             if not raw.endswith(b"\0"):
                 raise ValueError("no trailing NUL")
@@ -188,7 +189,13 @@ def whisper_state_dict(variables: dict[str, np.ndarray]) -> dict[str, torch.Tens
     """transformers ``WhisperForConditionalGeneration`` state dict (float32) from CT2 variables."""
     if any(name.endswith("weight_scale") for name in variables):
         raise CT2FormatError("this model.bin is int8-quantised; convert it with --quantization float16 or float32")
-    return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in _hf_arrays(variables).items()}
+    converted: dict[int, torch.Tensor] = {}  # one float32 copy of each array, though two names share it (tied embeddings)
+    out = {}
+    for name, array in _hf_arrays(variables).items():
+        if id(array) not in converted:
+            converted[id(array)] = torch.from_numpy(np.array(array, dtype=np.float32, order="C"))  # a writable copy of the file's view
+        out[name] = converted[id(array)]
+    return out
 
 
 def whisper_ct2_file(state: dict[str, torch.Tensor], template: CT2File) -> CT2File:

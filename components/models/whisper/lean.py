@@ -27,6 +27,13 @@ from torch import nn
 from torch.nn import functional as F
 
 
+def _embedding(n: int, d: int) -> nn.Embedding:
+    """An nn.Embedding left uninitialised: its weights are always loaded. (nn.Embedding's own init, normal_,
+    has no C++ kernel on the meta device that load_whisper builds on; its Python fallback imports ~900
+    modules, sympy among them: 2-3 s and ~130 MB of a one-command start-up.)"""
+    return nn.Embedding(n, d, _weight=torch.empty(n, d))
+
+
 class KV:
     """One decoder attention's keys and values, (B, heads, S, d / heads) each.
 
@@ -121,7 +128,7 @@ class Encoder(nn.Module):
         super().__init__()
         self.conv1 = nn.Conv1d(n_mels, d, kernel_size=3, padding=1)
         self.conv2 = nn.Conv1d(d, d, kernel_size=3, stride=2, padding=1)
-        self.embed_positions = nn.Embedding(positions, d)
+        self.embed_positions = _embedding(positions, d)
         self.layers = nn.ModuleList(Block(d, heads, ffn) for _ in range(layers))
         self.layer_norm = nn.LayerNorm(d)
 
@@ -166,8 +173,8 @@ class DecoderSteps:
 class Decoder(nn.Module):
     def __init__(self, vocab: int, d: int, heads: int, ffn: int, layers: int, positions: int) -> None:
         super().__init__()
-        self.embed_tokens = nn.Embedding(vocab, d)
-        self.embed_positions = nn.Embedding(positions, d)
+        self.embed_tokens = _embedding(vocab, d)
+        self.embed_positions = _embedding(positions, d)
         self.layers = nn.ModuleList(Block(d, heads, ffn, cross=True) for _ in range(layers))
         self.layer_norm = nn.LayerNorm(d)
 
