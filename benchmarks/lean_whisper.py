@@ -2,7 +2,7 @@
 weights, in one process: import time, the encoder, and greedy decoding.
 
     .venv/bin/python benchmarks/lean_whisper.py [--clips 16] [--rounds 7] [--threads 2]
-        [--out benchmarks/results/lean_whisper.json]
+        [--corpus data/target] [--out benchmarks/results/lean_whisper.json]
 
 Clips: the --clips test-split rows at SNR 20 of data/target/manifest.jsonl (benchmarks/transcribe.py's
 held-out commands), loaded once. Both models decode them with greedy_decode (the same loop, guards
@@ -47,6 +47,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--corpus", default=str(DEFAULT_CORPUS), help="the target corpus folder (its manifest.jsonl)")
     parser.add_argument("--out", default=str(REPO / "benchmarks/results/lean_whisper.json"))
     args = parser.parse_args()
 
@@ -63,7 +64,7 @@ def main() -> None:
 
     asr = WhisperASR.pretrained(context_seconds=10.0).eval()
     lean = WhisperASR.pretrained(context_seconds=10.0, engine="lean").whisper  # the same weights, from the same file
-    waves = [torch.from_numpy(sf.read(r["audio"], dtype="float32")[0]) for r in held_out_rows(DEFAULT_CORPUS, args.clips)]
+    waves = [torch.from_numpy(sf.read(r["audio"], dtype="float32")[0]) for r in held_out_rows(Path(args.corpus).resolve(), args.clips)]
     batches = {"batch": waves, "one": waves[:1]}
     encoders = {"transformers": asr.encode_features, "lean": lean.encoder}
     decoders = {"transformers": asr.whisper, "lean": lean}
