@@ -57,6 +57,7 @@ def main() -> None:
 
     from components.models.whisper.decode import greedy_decode
     from components.models.whisper.model import WhisperASR
+    from components.models.whisper.vocabulary import GreedyVocabulary
 
     torch.set_num_threads(args.threads)
     imports = {name: statistics.median(import_seconds(stmt, args.threads) for _ in range(3)) for name, stmt in IMPORTS.items()}
@@ -68,6 +69,8 @@ def main() -> None:
     batches = {"batch": waves, "one": waves[:1]}
     encoders = {"transformers": asr.encode_features, "lean": lean.encoder}
     decoders = {"transformers": asr.whisper, "lean": lean}
+    # one int8 shortlist each, from the first step: a shared one would be remade at every switch of model
+    vocabularies = {model: GreedyVocabulary(int8_after=0) for model in decoders}
     times: dict[str, list[float]] = {}
     tokens: dict[str, list] = {}
     with torch.inference_mode():
@@ -81,7 +84,7 @@ def main() -> None:
                     t0 = time.perf_counter()
                     states = encoders[model](features)
                     t1 = time.perf_counter()
-                    out, _ = greedy_decode(decoders[model], states, asr.tokens, max_new, asr.config.max_repeats, asr._vocabulary)
+                    out, _ = greedy_decode(decoders[model], states, asr.tokens, max_new, asr.config.max_repeats, vocabularies[model])
                     t2 = time.perf_counter()
                     if round_:
                         times.setdefault(f"{name}/{model}/encoder", []).append(t1 - t0)
