@@ -9,8 +9,9 @@ a static KV cache.
     logits = model.proj_out(hidden[:, -1])         # the last position only
     greedy_decode(model, states, tokens, max_new)  # decode.py drives it through model.decoder_steps
 
-Why: importing transformers' Whisper is ~3 s of a one-command start-up, and its generic decoder spends a
-step's time in per-step bookkeeping, not arithmetic (README "Serving"). Modules carry transformers'
+Why: importing transformers' Whisper is ~3 s of a one-command start-up, and its model holds more memory;
+a decoding step costs the same on both with our loop (benchmarks/lean_whisper.py, README "Transcription
+speed"). Modules carry transformers'
 names (model.encoder.layers.0.self_attn.q_proj, ...), so its state dict loads as is, and every part runs
 through its module's forward, so adapters attach by the same roles (components/adapters/profiles.py;
 not prompt or prefix tuning, which need transformers' decoder and attention). No dropout: inference, as
