@@ -56,7 +56,7 @@ class ASRBackbone(nn.Module):
         self.config = dataclasses.replace(self.config, **options)
 
     def to_inference_engine(self) -> bool:
-        """Swap in a faster inference-only form of the same weights, if the kind has one and the model is
+        """Swap in a leaner inference-only form of the same weights, if the kind has one and the model is
         still plain (adapters are added after); True if it now runs on one. Default: none."""
         return False
 
