@@ -164,3 +164,33 @@ def test_a_whisper_with_adapters_inside_stays_on_transformers():
     asr = tiny_whisper(load_tokenizer(whisper_files(DEFAULT_MODEL).tokenizer))
     A.add_adapter(asr.whisper, A.LoraConfig(target_modules=["@attention"], r=4), name="x")
     assert not asr.to_inference_engine() and not asr.lean
+
+
+def test_the_service_runtime_serves_a_whisper_cascade_on_the_lean_engine(speech, tmp_path):  # noqa: F811
+    """TaskRuntime (what the bento runs) moves a Whisper cascade onto LeanWhisper before the task adapters
+    (HRA over both stacks, two tasks made distinct) attach: every request, in a mixed-task batch, gets
+    what transformers' engine gives it."""
+    from components import adapters as A
+    from components.models.cascade import Cascade
+    from components.models.nlu import NluLabels, build_nlu
+    from components.multitask import ADAPTER, TaskAdapters
+    from components.serving import TaskRuntime, write_service_model
+    from tests.test_adapters_whisper import tiny_whisper
+
+    torch.manual_seed(0)
+    labels = NluLabels.from_label_set()
+    cascade = Cascade(None, tiny_whisper(load_tokenizer(whisper_files(DEFAULT_MODEL).tokenizer)), build_nlu(labels), labels).eval()
+    A.add_adapter(cascade, A.HRAConfig(target_modules=["asr:@layer"], r=8), name=ADAPTER, tasks=["a", "b"])
+    with torch.no_grad():
+        for name, p in cascade.named_parameters():
+            if ".tasks." in name:
+                p.normal_(0, 0.5)
+    bundle = TaskAdapters.export_adapter(cascade, tmp_path / "bundle", system="hra_test", backbone="test-backbone")
+    A.remove_adapter(cascade, ADAPTER)
+    model_dir = write_service_model(tmp_path / "model", cascade, bundle)
+    waves = [speech[i]["noisy"] for i in range(len(speech))]
+    tasks = ["a", "b", "b", "a"][: len(waves)]
+    lean = TaskRuntime.load(model_dir, device="cpu")
+    reference = TaskRuntime.load(model_dir, device="cpu", inference_engine=False)
+    assert lean.inference_engine and lean.cascade.asr.lean and not reference.cascade.asr.lean
+    assert lean.predict(waves, tasks) == reference.predict(waves, tasks)
