@@ -31,7 +31,7 @@ from torch.nn import functional as F
 def _embedding(n: int, d: int) -> nn.Embedding:
     """An nn.Embedding left uninitialised: its weights are always loaded. (nn.Embedding's own init, normal_,
     has no C++ kernel on the meta device that load_whisper builds on; its Python fallback imports ~900
-    modules, sympy among them: 2-3 s and ~130 MB of a one-command start-up.)"""
+    modules, sympy among them: seconds and ~130 MB of a one-command start-up, timed by hand.)"""
     return nn.Embedding(n, d, _weight=torch.empty(n, d))
 
 

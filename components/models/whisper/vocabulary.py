@@ -17,9 +17,9 @@ x per tensor in 7 bits, scale s_x = range / 127; w per row, scale s_v = max|w| /
 with 1 % slack for fp32 rounding.
 
 Off the CPU (or without fbgemm), or when the projection is no plain bias-free Linear (an adapter
-wraps it), the projection runs as is and nothing is quantized. Making the int8 copy costs 0.3-0.5 s on
-2 cores and ~130 MB of transient memory, and saves ~10 ms a step at a batch of 16 (transcribe.json's
-profile): a short job (one command; 60 commands are ~100 steps) never wins it back. The first
+wraps it), the projection runs as is and nothing is quantized. Making the int8 copy costs a few tenths
+of a second and ~130 MB of transient memory (timed by hand), and saves ~10 ms a step at a batch of 16
+(transcribe.json's profile): a short job (one command; 60 commands are ~100 steps) never wins it back. The first
 ``int8_after`` calls (256 by default) run the plain fp32 projection, and the copy is made at the next.
 """
 
