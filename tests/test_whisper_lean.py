@@ -1,6 +1,8 @@
 """The plain-torch Whisper (components/models/whisper/lean.py) against transformers' on the same weights:
 transformers' state dict loads as is; the encoder, a prompt pass and cached single-token steps give its
-hidden states; greedy tokens on tiny.en over spoken commands are the same."""
+hidden states; greedy tokens on tiny.en over spoken commands are the same. WhisperASR on the lean engine
+transcribes as on transformers' without importing it; every adapter method but prompt/prefix gives the same
+outputs on it; the service runtime serves a Whisper cascade with task adapters on it."""
 
 from __future__ import annotations
 
