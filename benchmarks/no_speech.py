@@ -3,7 +3,9 @@ and the clip's level (rms dBFS) as an energy gate.
 
     python benchmarks/no_speech.py [--per-kind 4] [--max-false-rejection 0.01] [--run NAME] [--out benchmarks/results/no_speech.json]
 
-The backbone and the splits are the newest target run's (benchmarks/runs.py). Calibration: the noisy
+The backbone cascade and the splits are the newest target run's (benchmarks/runs.py); every clip goes
+through the cascade's speech enhancement, then its Whisper, the path the service and ``transcribe``
+take (the level, dBFS, is the input's). Calibration: the noisy
 nas_val commands and a non-speech set (components/data/nonspeech.py, seed 0; babble from train clips).
 The threshold is the lowest that rejects at most ``--max-false-rejection`` of the nas_val commands;
 the energy gate sits 10 dB under the quietest nas_val command; OpenAI's rescue keeps a clip whose 1-best has
@@ -36,19 +38,20 @@ def level_dbfs(wave: np.ndarray) -> float:
     return float(10 * np.log10(max(float(np.mean(np.square(wave, dtype=np.float64))), 1e-12)))
 
 
-def score_clips(asr, clips: list[tuple[str, np.ndarray]], batch_size: int = 16) -> list[dict]:
-    """[(name, wave)] -> [{name, no_speech_prob, avg_logprob, dbfs, text}] from the backbone's greedy pass (no gate)."""
+def score_clips(cascade, clips: list[tuple[str, np.ndarray]], batch_size: int = 16) -> list[dict]:
+    """[(name, wave)] -> [{name, no_speech_prob, avg_logprob, dbfs, text}] from the cascade's greedy pass
+    (no gate): its speech enhancement, then its Whisper, as the service and ``transcribe`` hear a clip."""
     import torch
     from torch.nn.utils.rnn import pad_sequence
 
     rows = []
-    asr.eval()
+    cascade.eval()
     with torch.inference_mode():
         for start in range(0, len(clips), batch_size):
             batch = clips[start : start + batch_size]
             waves = [torch.from_numpy(np.asarray(w, dtype=np.float32)) for _, w in batch]
-            out = asr(pad_sequence(waves, batch_first=True), torch.tensor([len(w) for w in waves]))
-            logprobs = asr.mean_logprob(out["states"], out["tokens"])
+            out = cascade.transcribe(pad_sequence(waves, batch_first=True), torch.tensor([len(w) for w in waves]))["asr"]
+            logprobs = cascade.asr.mean_logprob(out["states"], out["tokens"])
             for (name, wave), p, logprob, text in zip(batch, out["no_speech_prob"], logprobs, out["texts"]):
                 rows.append({"name": name, "no_speech_prob": round(float(p), 5), "avg_logprob": round(logprob, 4), "dbfs": round(level_dbfs(wave), 2), "text": text})
             print(f"{start + len(batch)}/{len(clips)} clips", end="\r", flush=True)
@@ -104,7 +107,8 @@ def main() -> None:
 
     run = Client().get_pipeline_run(args.run) if args.run else newest_target_run()
     splits, root, artifact = target_inputs(run)
-    asr = artifact.load().asr
+    cascade = artifact.load()
+    asr = cascade.asr
     asr.configure(no_speech_threshold=None)
 
     def commands(split: str) -> list[tuple[str, np.ndarray]]:
@@ -115,10 +119,10 @@ def main() -> None:
     talkers = [train[i]["clean"].numpy() for i in range(0, min(len(train), 400), 10)]  # 40 training clips, never a test voice's sentence
     print(f"{run.name}: backbone {artifact.name} v{artifact.version}", flush=True)
     scored = {
-        "nas_val": score_clips(asr, commands("nas_val")),
-        "nonspeech_calibration": score_clips(asr, nonspeech_set(args.per_kind, seed=0, talkers=talkers)),
-        "test": score_clips(asr, commands("test")),
-        "nonspeech_test": score_clips(asr, nonspeech_set(args.per_kind, seed=1, talkers=talkers)),
+        "nas_val": score_clips(cascade, commands("nas_val")),
+        "nonspeech_calibration": score_clips(cascade, nonspeech_set(args.per_kind, seed=0, talkers=talkers)),
+        "test": score_clips(cascade, commands("test")),
+        "nonspeech_test": score_clips(cascade, nonspeech_set(args.per_kind, seed=1, talkers=talkers)),
     }
     threshold = lowest_threshold(scored["nas_val"], args.max_false_rejection)
     with_rescue = lowest_threshold(scored["nas_val"], args.max_false_rejection, LOGPROB_RESCUE)

@@ -3,7 +3,7 @@ adaptive batching, resident memory against the number of tasks, and what HTTP co
 runtime in-process.
 
     .venv/bin/python benchmarks/serving.py [--threads 2] [--requests 100] [--concurrent-requests 160]
-        [--clients 16] [--from-dir DIR] [--quick] [--out benchmarks/results/serving.json]
+        [--clients 16] [--engine lean|transformers] [--from-dir DIR] [--quick] [--out benchmarks/results/serving.json]
 
 Inputs: the production adapters (the ``winning_adapters`` of model ``cascadapt_multitask`` at stage
 production in the ZenML store, and the backbone cascade they name), or ``--from-dir DIR`` holding
@@ -12,8 +12,9 @@ data/target/manifest.jsonl closest to 3 s whose task (speaker_noise) the bundle 
 FLAC file. Each configuration gets a fresh ``bentoml serve`` subprocess on a free 127.0.0.1 port, in a
 temporary BENTOML_HOME holding the service models, stopped once measured. Server and in-process
 runs use the same torch intra-op threads (``--arg threads=N`` and OMP_NUM_THREADS=N there,
-torch.set_num_threads(N) on the in-process side's torch thread). The clients run on the same
-machine as the server.
+torch.set_num_threads(N) on the in-process side's torch thread) and the same Whisper engine (--engine:
+the service's ``inference_engine`` on, LeanWhisper, the default; or off, transformers'; the JSON keeps
+what each server's /v1/tasks reports). The clients run on the same machine as the server.
 
 1. Latency: p50/p99 of sequential requests (one client, after warm-up), batching on.
 2. Throughput (requests/s): one client (the latency run) and --clients concurrent clients, batching on
@@ -110,12 +111,18 @@ def copies_of_task(bundle, task: str, n: int, root: Path):
 
 
 @contextmanager
-def server(tag: str, home: Path, threads: int, device: str, log: Path, timeout_s: float, **args):
-    """A ``bentoml serve`` subprocess of the service model ``tag``, ready (/readyz 200): (url, process, seconds to ready)."""
+def server(tag: str, home: Path, threads: int, device: str, inference_engine: bool, log: Path, timeout_s: float, **args):
+    """A ``bentoml serve`` subprocess of the service model ``tag``, ready (/readyz 200): (url, process, seconds to
+    ready); it must report the engine asked for (a backbone without an inference engine serves on its own)."""
     env = {"BENTOML_HOME": str(home), "OMP_NUM_THREADS": str(threads), "BENTOML_DO_NOT_TRACK": "true", "ZENML_ANALYTICS_OPT_IN": "false"}
     start = time.perf_counter()
-    with serve_locally(SERVICE, free_port(), args={"model": tag, "threads": threads, "device": device} | args, env=env, ready_timeout=timeout_s, log=log) as client:
-        yield client.url, client.process, time.perf_counter() - start
+    settings = {"model": tag, "threads": threads, "device": device, "inference_engine": inference_engine} | args
+    with serve_locally(SERVICE, free_port(), args=settings, env=env, ready_timeout=timeout_s, log=log) as client:
+        ready = time.perf_counter() - start
+        status, body = client.get("/v1/tasks")
+        if status != 200 or body.get("inference_engine") != inference_engine:
+            raise SystemExit(f"{tag}: /v1/tasks answered {status} {body!r}; expected inference_engine {inference_engine}")
+        yield client.url, client.process, ready
 
 
 def post(session, url: str, audio: bytes, task: str) -> dict:
@@ -206,7 +213,7 @@ def rss_mib(root_pid: int) -> dict:
 RUNTIME = None  # the in-process runtime, in its own process (load_in_process_runtime)
 
 
-def load_in_process_runtime(model_dir: str, threads: int, device: str) -> None:
+def load_in_process_runtime(model_dir: str, threads: int, device: str, inference_engine: bool) -> None:
     """The in-process side's set-up, in a fresh process as the server's is: in a process where more than
     one thread has run torch, every thread's kernels are slower (components/serving/torch_thread.py)."""
     global RUNTIME
@@ -216,7 +223,7 @@ def load_in_process_runtime(model_dir: str, threads: int, device: str) -> None:
     from components.serving.torch_thread import run_on_torch_thread
 
     run_on_torch_thread(torch.set_num_threads, threads)
-    RUNTIME = TaskRuntime.load(model_dir, device=device)
+    RUNTIME = TaskRuntime.load(model_dir, device=device, inference_engine=inference_engine)
 
 
 def in_process_ms(audio: bytes, task: str, n: int) -> list[float]:
@@ -251,6 +258,7 @@ def main() -> None:
     parser.add_argument("--from-dir", help="a folder with cascade/ and adapters/ instead of the ZenML production model")
     parser.add_argument("--threads", type=int, default=2, help="torch intra-op threads, server and in-process alike")
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--engine", choices=["lean", "transformers"], default="lean", help="Whisper's engine, server and in-process alike")
     parser.add_argument("--requests", type=int, default=100, help="sequential requests (after warm-up)")
     parser.add_argument("--concurrent-requests", type=int, default=160)
     parser.add_argument("--clients", type=int, default=16)
@@ -287,10 +295,11 @@ def main() -> None:
         for n in args.memory_tasks:
             tags[n] = save_service_model(cascade, copies_of_task(bundle, task, n, work / f"bundle_{n}"))
         del cascade
-        serve = dict(home=home, threads=args.threads, device=args.device, timeout_s=args.ready_timeout, max_batch_size=args.max_batch_size)
+        lean = args.engine == "lean"
+        serve = dict(home=home, threads=args.threads, device=args.device, inference_engine=lean, timeout_s=args.ready_timeout, max_batch_size=args.max_batch_size)
         startup, results = {}, {}
 
-        in_process = multiprocessing.get_context("spawn").Pool(1, load_in_process_runtime, (bentoml.models.get(tags["full"]).path, args.threads, args.device))
+        in_process = multiprocessing.get_context("spawn").Pool(1, load_in_process_runtime, (bentoml.models.get(tags["full"]).path, args.threads, args.device, lean))
         with in_process, server(tags["full"], log=work / "batched.log", **serve) as (url, _, startup["batched"]):
             results["sequential"], local = sequential_against_in_process(url, in_process, audio, task, args.requests)
             print(f"sequential, batching on: {results['sequential']}\nin-process: {local}", flush=True)
@@ -337,7 +346,7 @@ def main() -> None:
     result = {
         "machine": describe(), "commit": commit, "source": source, "utterance": utterance | {"task": task, "bytes": len(audio)},
         "mixed_tasks": mixed_tasks,
-        "settings": {"threads": args.threads, "device": args.device, "requests": args.requests, "concurrent_requests": args.concurrent_requests,
+        "settings": {"threads": args.threads, "device": args.device, "engine": args.engine, "requests": args.requests, "concurrent_requests": args.concurrent_requests,
                      "clients": args.clients, "warmup": WARMUP, "memory_requests": args.memory_requests, "max_batch_size": args.max_batch_size, "quick": args.quick},
         "load_average": {"start": load_start, "end": os.getloadavg()}, "startup_s": startup, "figures": figures, "targets": targets, "results": results, "in_process": local,
         "memory_mib": {f"tasks_{n}": m for n, m in memory.items()},
