@@ -203,7 +203,7 @@ def _load_recogniser(spec: str, context: float | None, engine: str = "transforme
 @click.option("--context", type=click.FloatRange(min=0.5, max=30.0), default=None, help="Whisper encoder window in seconds (30 = Whisper's own reference window; default: the model's, 10 s).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--no-speech-threshold", type=click.FloatRange(min=0.0, max=1.0, min_open=True), default=None,
-              help="Whisper: a recording whose no-speech probability is above this gets an empty transcript (0.6 is the service's calibrated default; unset: every recording is transcribed).")
+              help="Whisper: a recording whose no-speech probability is above this gets an empty transcript (0.75 is the service's calibrated default; unset: every recording is transcribed).")
 @ENGINE_OPTION
 def transcribe(model_spec, manifest, out, text_style, context, batch_size, no_speech_threshold, engine) -> None:
     """Transcribe every recording of MANIFEST; one line a recording."""

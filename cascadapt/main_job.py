@@ -108,6 +108,8 @@ def summary(runs: dict, seconds: dict) -> str:
             example = smoke.get("example", {})
             lines.append(f"  smoke test on 127.0.0.1: {smoke.get('text')!r} ({smoke.get('intent')}) to {smoke.get('tasks')} tasks; e.g. {example.get('transcript')!r} -> {example.get('intent')}")
             lines.append(f"  exact transcripts {smoke.get('exact_transcripts')}/{smoke.get('tasks')} (mean WER {smoke.get('mean_wer')}), correct intents {smoke.get('correct_intents')}/{smoke.get('tasks')}")
+            for name, reply in smoke.get("no_speech", {}).items():
+                lines.append(f"  {name}: speech {str(reply['speech']).lower()}, intent {reply['intent']}")
     lines += [
         "",
         "Plots and reports are ZenML visualizations of these runs (training curves, Pareto front, architecture",

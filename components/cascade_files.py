@@ -2,7 +2,8 @@
 
     cascade.json   {"format": "cascadapt-cascade/3", "se": SEConfig | null,
                     "asr": {"kind": "whisper" | "conformer_ctc", ...its config}, "bridge_input": "layer_norm" | "raw",
-                    "labels": NluLabels, "cells": NAS cells to rebuild before loading (optional)}
+                    "labels": NluLabels, "cells": NAS cells to rebuild before loading (optional),
+                    "no_speech_probe": {"n_mels": 80} (optional: the cascade's no-speech probe, its weights in the safetensors)}
     cascade.safetensors   every weight (tensors shared under several names stored once)
     asr_tokenizer.json    Whisper's tokenizer (Whisper backbones only)
 
@@ -23,6 +24,7 @@ import torch
 from components.models.backbone import backbone_from_saved
 from components.models.cascade import Cascade
 from components.models.nlu import NluLabels, build_nlu, load_state_dict_file, save_state_dict
+from components.models.no_speech_probe import NoSpeechProbe
 from components.models.se import MaskEnhancer, SEConfig
 from components.nas.cascade import cells_config, restore_cells
 
@@ -45,6 +47,8 @@ def save_cascade(model: Cascade, directory: str | Path) -> Path:
     cells = cells_config(model)
     if cells is not None:
         config["cells"] = cells  # architecture-search cells (adapters, fine-tune deltas) to rebuild before loading
+    if model.no_speech_probe is not None:
+        config["no_speech_probe"] = {"n_mels": model.no_speech_probe.n_mels}
     save_state_dict(model, directory / WEIGHTS_FILE)
     (directory / CONFIG_FILE).write_text(json.dumps(config, indent=1) + "\n")
     return directory
@@ -68,5 +72,7 @@ def load_cascade(directory: str | Path, device: str | torch.device = "cpu") -> C
     model = Cascade(se, backbone_from_saved(config["asr"], directory), build_nlu(labels, pretrained=False), labels, bridge_input=config.get("bridge_input", "raw"), bridge_dropout=config.get("bridge_dropout", 0.0))
     if config.get("cells"):
         restore_cells(model, config["cells"])
+    if config.get("no_speech_probe"):
+        model.set_no_speech_probe(NoSpeechProbe(**config["no_speech_probe"]))
     load_state_dict_file(model, directory / WEIGHTS_FILE, device=device)
     return model.to(device).eval()

@@ -4,6 +4,7 @@ from zenml import Model, pipeline
 
 from pipelines.target_data import target_data
 from steps.multitask import add_new_task, define_tasks, evaluate_tasks, finetune_tasks, multitask_results, train_task_adapters
+from steps.no_speech import fit_no_speech
 from steps.promotion import promote_adapters
 from steps.settings import AsrOptions, Methods, TargetCorpus, TrainSettings
 
@@ -21,8 +22,9 @@ def multitask_pipeline(
     export_dir: Optional[str] = None,
     checkpoint_dir: Optional[str] = None,
     asr_options: Optional[AsrOptions] = None,
+    no_speech_probe: bool = False,
 ) -> None:
-    """target corpus -> tasks (``task_by`` columns; one held out as the new task) -> per method: every task's
+    """target corpus -> (``no_speech_probe``: the cascade's no-speech probe fitted, served with the adapters) -> tasks (``task_by`` columns; one held out as the new task) -> per method: every task's
     adapter trained jointly, evaluated per task, and for methods with shared parameters the new task added
     afterwards (``new_task`` variants) -> comparison table and plots -> the winner promoted if better.
 
@@ -34,16 +36,19 @@ def multitask_pipeline(
     train, nas_val, test, manifest_path, backbone, md5 = target_data(target)
     adapt_tasks_and_promote(
         train, nas_val, test, manifest_path, backbone, md5, methods, train_config, new_task_train, task_by, max_tasks, new_task, metric, export_dir, checkpoint_dir,
-        asr_options,
+        asr_options, no_speech_probe,
     )
 
 
 def adapt_tasks_and_promote(
     train, nas_val, test, manifest_path, backbone, md5, methods: Methods, train_config: TrainSettings, new_task_train: Optional[TrainSettings], task_by: Tuple[str, ...],
     max_tasks: Optional[int], new_task: Optional[str], metric: str, export_dir: Optional[str], checkpoint_dir: Optional[str], asr_options: Optional[AsrOptions] = None,
+    no_speech_probe: bool = False,
 ) -> None:
     """The multi-task steps on target_data's outputs (multitask_pipeline's docstring); the retraining pipeline runs them too."""
     options = asr_options.model_dump() if asr_options else None
+    if no_speech_probe:  # off by default: on unseen voices it rejected more commands than Whisper's own (README, "No answers to silence")
+        backbone, _ = fit_no_speech(backbone, train, nas_val, manifest_path)
     train, nas_val, test, tasks, new = define_tasks(train, nas_val, test, task_by=task_by, max_tasks=max_tasks, new_task=new_task)
 
     scores = [evaluate_tasks(backbone, test, manifest_path, id="evaluate_frozen")]

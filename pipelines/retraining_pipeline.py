@@ -31,6 +31,7 @@ def retraining_pipeline(
     export_dir: Optional[str] = None,
     checkpoint_dir: Optional[str] = None,
     asr_options: Optional[AsrOptions] = None,
+    no_speech_probe: bool = False,
 ) -> None:
     """A new batch against the reference corpus (drift of its utterance features, the backbone's confidence)
     -> only when it drifted or the confidence fell (or ``force``): the multi-task adaptation of
@@ -41,5 +42,6 @@ def retraining_pipeline(
         return
     train, nas_val, test, manifest_path, backbone, md5 = target_data(target)
     adapt_tasks_and_promote(
-        train, nas_val, test, manifest_path, backbone, md5, methods, train_config, new_task_train, task_by, max_tasks, new_task, metric, export_dir, checkpoint_dir, asr_options
+        train, nas_val, test, manifest_path, backbone, md5, methods, train_config, new_task_train, task_by, max_tasks, new_task, metric, export_dir, checkpoint_dir, asr_options,
+        no_speech_probe,
     )

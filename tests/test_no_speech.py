@@ -9,6 +9,7 @@ import torch
 from torch.nn.utils.rnn import pad_sequence
 
 from components.data.nonspeech import KINDS, LEVELS_DBFS, SAMPLE_RATE, nonspeech_set
+from components.serving.local import wav_bytes
 from tests.test_nas import speech  # noqa: F401  (the fixture: 4 SLURP rows spoken by espeak-ng, pink noise)
 from tests.test_nas_whisper import tokenizer, whisper_cascade  # noqa: F401
 
@@ -132,16 +133,6 @@ def whisper_server(whisper, tmp_path_factory):
         shutil.copytree(model_dir, model.path, dirs_exist_ok=True)
     with serve_locally("components.serving.service:CascadeSLU", free_port(), args={"model": str(model.tag), "threads": 1}, log=root / "serve.log") as client:
         yield client
-
-
-def wav_bytes(wave: np.ndarray) -> bytes:
-    import io
-
-    import soundfile as sf
-
-    buf = io.BytesIO()
-    sf.write(buf, wave, SAMPLE_RATE, format="WAV", subtype="PCM_16")
-    return buf.getvalue()
 
 
 def test_the_service_answers_silence_and_noise_with_speech_false_and_no_intent(whisper_server, speech):  # noqa: F811

@@ -13,6 +13,10 @@
     asr.config                                                   # a dataclass with ``kind``
     asr.max_seconds                                              # the longest clip it takes (None: any)
 
+A backbone that can tell that nobody spoke has ``no_speech_threshold`` among its ``runtime_options``, sets
+``out["speech"]`` and ``out["no_speech_prob"]``, and takes ``forward(..., no_speech=B floats)``: a probability
+decided before it (the cascade's no-speech probe on the raw input) in place of its own.
+
 Everything that needs parameters runs in ``forward`` (a NAS choice cell or DDP wraps the module and only
 sees forward calls); ``loss`` and ``encode_targets`` only read their arguments. ``forward(..., words=False)``
 skips the 1-best (the loss alone).

@@ -30,6 +30,7 @@ from torch import nn
 from components.data.slurp import Entity, Prediction
 from components.models.backbone import ASRBackbone
 from components.models.nlu import HIDDEN, IGNORE, NluLabels, NluModel, decode, encode_texts, load_tokenizer, nlu_loss, split_words
+from components.models.no_speech_probe import NoSpeechProbe
 from components.models.se import MaskEnhancer, se_loss
 
 MODULES = ("se", "asr", "bridge", "nlu")
@@ -125,6 +126,7 @@ class Cascade(nn.Module):
         if not 0.0 <= bridge_dropout < 1.0 or (bridge_dropout and bridge_input != "residual"):
             raise ValueError(f"bridge_dropout must be in [0, 1) and needs the residual bridge, got {bridge_dropout} with {bridge_input!r}")
         self.se, self.asr, self.nlu, self.labels, self.bridge_input = se, asr, nlu, labels, bridge_input
+        self.no_speech_probe: NoSpeechProbe | None = None  # set_no_speech_probe
         self.bridge_dropout = bridge_dropout
         self.bridge = nn.Linear(asr.hidden_size, HIDDEN)
         with torch.no_grad():
@@ -165,11 +167,21 @@ class Cascade(nn.Module):
             keep = keep & (torch.rand(keep.shape[0], 1, 1, device=keep.device) >= self.bridge_dropout)  # whole utterances
         return self.nlu(inputs_embeds=lexical + per_piece * keep.to(per_piece.dtype), **enc)
 
+    def set_no_speech_probe(self, probe: NoSpeechProbe | None) -> None:
+        """Decide that nobody spoke with ``probe`` on the raw input (before the SE), in place of the ASR's own
+        probability; saved with the cascade. Only for an ASR with a no-speech decision (components/models/backbone.py)."""
+        if probe is not None and "no_speech_threshold" not in self.asr.runtime_options:
+            raise ValueError(f"the {self.asr.kind} backbone has no no-speech decision to give a probe's probability to")
+        self.no_speech_probe = probe
+
     def transcribe(self, noisy: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor | None = None, target_lengths: torch.Tensor | None = None) -> dict:
         """SE and ASR only: {enhanced, asr: {...}, hyps: B lists of (word, start, end)}; targets (from
         asr.encode_targets) when the ASR loss is wanted."""
         enhanced = self.se(noisy, lengths) if self.se is not None else noisy
-        asr_out = self.asr(enhanced, lengths, targets, target_lengths)
+        if self.no_speech_probe is None:
+            asr_out = self.asr(enhanced, lengths, targets, target_lengths)
+        else:
+            asr_out = self.asr(enhanced, lengths, targets, target_lengths, no_speech=self.no_speech_probe(noisy, lengths).tolist())
         return {"enhanced": enhanced, "asr": asr_out, "hyps": [slurp_pieces(h) for h in asr_out["words"]]}
 
     def forward(

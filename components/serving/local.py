@@ -122,6 +122,17 @@ def _stop(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
+def wav_bytes(wave, rate: int = 16000) -> bytes:
+    """A float waveform (L,) as the 16-bit WAV bytes a client would send."""
+    import io
+
+    import soundfile as sf
+
+    buf = io.BytesIO()
+    sf.write(buf, wave, rate, format="WAV", subtype="PCM_16")
+    return buf.getvalue()
+
+
 def synthesize_request(text: str, path: Path, voice: str = "en-us") -> bytes:
     """A spoken request (espeak-ng), as the 16 kHz FLAC bytes a client would send."""
     synthesize(Speaker("espeak-ng", voice), [text], [path])

@@ -36,8 +36,9 @@ from components.models.whisper.vocabulary import GreedyVocabulary
 
 TOKENIZER_FILE = "asr_tokenizer.json"
 PAD_TO = ("context", "longest")
-# the serving default for no_speech_threshold: it rejects <= 1% of the noisy nas_val commands (benchmarks/no_speech.py)
-NO_SPEECH_THRESHOLD = 0.6
+# the serving default for no_speech_threshold: the lowest that rejects <= 1% of the noisy nas_val commands heard
+# through the bench cascade's enhancement (0.742, benchmarks/no_speech.py), rounded up
+NO_SPEECH_THRESHOLD = 0.75
 
 
 @dataclass
@@ -48,7 +49,7 @@ class WhisperASRConfig:
     margin_seconds: float = 0.0  # with pad_to "longest": this much silence after the longest clip (within the window)
     max_tokens_per_second: float = 8.0  # decoding cap: 8 tokens a second of audio, plus 8
     max_repeats: int | None = 3  # stop when an n-gram comes a 4th time in a row (None: never)
-    no_speech_threshold: float | None = None  # a row whose <|nospeech|> probability is above it has no words (None: never)
+    no_speech_threshold: float | None = None  # a row whose no-speech probability (the cascade probe's, else <|nospeech|>'s) is above it has no words (None: never)
     dims: dict = field(default_factory=dict)  # transformers WhisperConfig sizes
     tokens: dict = field(default_factory=dict)  # SpecialTokens as a dict
 
@@ -158,13 +159,14 @@ class WhisperASR(ASRBackbone):
 
     def forward(
         self, wave: torch.Tensor, lengths: torch.Tensor, targets: torch.Tensor | None = None, target_lengths: torch.Tensor | None = None,
-        words: bool = True, front: tuple[str, torch.Tensor] | None = None,
+        words: bool = True, front: tuple[str, torch.Tensor] | None = None, no_speech: Sequence[float] | None = None,
     ) -> dict:
         """wave (B, L), lengths (B,) -> {states, lengths, words, texts, tokens, no_speech_prob, speech, encoder_states[, target_logits]};
-        ``front``: (level, its tensor) computed earlier by ``front`` (wave then only gives the lengths).
+        ``front``: (level, its tensor) computed earlier by ``front`` (wave then only gives the lengths);
+        ``no_speech``: each row's probability that nobody spoke, decided before (the cascade's probe), in place of <|nospeech|>'s.
         Clips longer than the window, transcribed (no targets): cut into windows and joined (no encoder_states)."""
         if front is None and targets is None and words and max((int(n) for n in lengths), default=0) > self.context_frames * HOP:
-            return self.long_hypotheses(wave, lengths)
+            return self.long_hypotheses(wave, lengths, no_speech)
         if front is None:
             encoder_states = self.encode(wave, lengths)
         else:
@@ -174,7 +176,7 @@ class WhisperASR(ASRBackbone):
         if targets is not None:
             out["target_logits"] = self.whisper.proj_out(self.decoder_states(targets[:, :-1], encoder_states))  # (B, S - 1, V): token j + 1 from 0..j
         if words:
-            out.update(self.hypotheses(encoder_states, lengths))
+            out.update(self.hypotheses(encoder_states, lengths, no_speech))
         return out
 
     def loss(self, out: dict, targets: torch.Tensor, target_lengths: torch.Tensor) -> torch.Tensor:
@@ -227,7 +229,7 @@ class WhisperASR(ASRBackbone):
             return self.whisper.teacher_forced(inputs, encoder_states)
         return self.whisper.model.decoder(input_ids=inputs, encoder_hidden_states=encoder_states, use_cache=False).last_hidden_state
 
-    def long_hypotheses(self, wave: torch.Tensor, lengths: torch.Tensor) -> dict:
+    def long_hypotheses(self, wave: torch.Tensor, lengths: torch.Tensor, no_speech: Sequence[float] | None = None) -> dict:
         """Hypotheses of clips of any length: each cut into windows (at most 3 s, or half the window, before
         a window ends, at the quietest 20 ms), transcribed one window of every row per pass, then joined.
         A row out of windows gets 10 ms of silence in the later passes, dropped when joining."""
@@ -237,24 +239,26 @@ class WhisperASR(ASRBackbone):
         for k in range(max(len(c) for c in cuts)):
             pieces = [wave[b, c[k][0] : c[k][1]] if k < len(c) else wave.new_zeros(HOP) for b, c in enumerate(cuts)]
             piece_lengths = torch.tensor([p.numel() for p in pieces], device=wave.device)
-            passes.append(self.hypotheses(self.encode(pad_sequence(pieces, batch_first=True), piece_lengths), piece_lengths))
+            passes.append(self.hypotheses(self.encode(pad_sequence(pieces, batch_first=True), piece_lengths), piece_lengths, no_speech))
         return join_passes(passes, [len(c) for c in cuts])
 
     def max_new_tokens(self, lengths: torch.Tensor | Sequence[int]) -> list[int]:
         room = self.whisper.config.max_target_positions - len(self.tokens.prompt)
         return [min(room, math.ceil(int(n) / 16000 * self.config.max_tokens_per_second) + 8) for n in lengths]
 
-    def hypotheses(self, encoder_states: torch.Tensor, lengths: torch.Tensor) -> dict:
+    def hypotheses(self, encoder_states: torch.Tensor, lengths: torch.Tensor, no_speech: Sequence[float] | None = None) -> dict:
         """1-best tokens (greedy), then the decoder's states teacher-forced on them, with their word spans;
-        ``speech``: False for a row whose <|nospeech|> probability is above ``no_speech_threshold`` (no words)."""
+        ``speech``: False for a row whose no-speech probability (``no_speech`` where given, else <|nospeech|>'s
+        at the first step) is above ``no_speech_threshold`` (no words)."""
         was_training = self.training
         self.eval()  # no dropout while choosing the 1-best
         try:
-            best, no_speech = greedy_decode(
+            best, own_no_speech = greedy_decode(
                 self.whisper, encoder_states.detach(), self.tokens, self.max_new_tokens(lengths), self.config.max_repeats, self._vocabulary
             )
         finally:
             self.train(was_training)
+        no_speech = own_no_speech if no_speech is None else [float(p) for p in no_speech]
         threshold = self.config.no_speech_threshold
         if threshold is not None and no_speech is None:
             raise ValueError("no_speech_threshold is set, but this Whisper's vocabulary has no <|nospeech|> token")
