@@ -47,7 +47,7 @@ def adapt_tasks_and_promote(
 ) -> None:
     """The multi-task steps on target_data's outputs (multitask_pipeline's docstring); the retraining pipeline runs them too."""
     options = asr_options.model_dump() if asr_options else None
-    if no_speech_probe:  # off by default: on unseen voices it rejected more commands than Whisper's own (README, "No answers to silence")
+    if no_speech_probe:  # off by default: on the test split it rejected more commands than Whisper's own (README, "No answers to silence")
         backbone, _ = fit_no_speech(backbone, train, nas_val, manifest_path)
     train, nas_val, test, tasks, new = define_tasks(train, nas_val, test, task_by=task_by, max_tasks=max_tasks, new_task=new_task)
 
