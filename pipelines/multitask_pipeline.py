@@ -24,9 +24,10 @@ def multitask_pipeline(
     asr_options: Optional[AsrOptions] = None,
     no_speech_probe: bool = False,
 ) -> None:
-    """target corpus -> (``no_speech_probe``: the cascade's no-speech probe fitted, served with the adapters) -> tasks (``task_by`` columns; one held out as the new task) -> per method: every task's
-    adapter trained jointly, evaluated per task, and for methods with shared parameters the new task added
-    afterwards (``new_task`` variants) -> comparison table and plots -> the winner promoted if better.
+    """target corpus -> (``no_speech_probe``: the cascade's no-speech probe fitted, then served with the adapters)
+    -> tasks (``task_by`` columns; one held out as the new task) -> per method: every task's adapter trained
+    jointly, evaluated per task, and for methods with shared parameters the new task added afterwards
+    (``new_task`` variants) -> comparison table and plots -> the winner promoted if better.
 
     ``methods``: {system: {adapter: {method, ...config}, new_task: [head | mhr_z | mhr_mu]}} or
     {system: {full: true}} (full fine-tuning of the ASR per task); ``train`` in a method's entry replaces
