@@ -20,7 +20,8 @@ what each server's /v1/tasks reports). The clients run on the same machine as th
 2. Throughput (requests/s): one client (the latency run) and --clients concurrent clients, batching on
    and off (``--arg batching=false``); the batch sizes the responses report (timings.batch_size). Then
    mixed-task batches: the same clients, batching on, client i asking for the i-th of --clients of the
-   bundle's tasks, so that every batch holds rows of different tasks (one forward, each row its own adapter).
+   bundle's tasks, so that every batch holds rows of different tasks (one forward, each row its own adapter);
+   the words each answer has, since each task's adapter may hear the same utterance differently.
 3. Memory: VmRSS summed over the server's process tree (and over its worker processes alone) after
    warm-up and a few requests, for a service model of 1 task and one of 64 tasks (copies of one
    production task's adapter, renamed task_000 ...).
@@ -130,7 +131,8 @@ def post(session, url: str, audio: bytes, task: str) -> dict:
     r = session.post(f"{url}/v1/transcribe", files={"audio": ("utterance.flac", audio, "audio/flac")}, data={"task": task}, timeout=300)
     seconds = time.perf_counter() - start
     body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {}
-    return {"status": r.status_code, "seconds": seconds, "timings": body.get("timings"), "error": body.get("error") or (None if r.ok else r.text[:200])}
+    return {"status": r.status_code, "seconds": seconds, "timings": body.get("timings"), "words": len((body.get("transcript") or "").split()),
+            "error": body.get("error") or (None if r.ok else r.text[:200])}
 
 
 def session():
@@ -171,7 +173,8 @@ def summarize(results: list[dict], wall: float) -> dict:
                 "server_total_p50_ms": statistics.median(r["timings"]["total_ms"] for r in ok),
                 "server_inference_p50_ms": statistics.median(r["timings"]["inference_ms"] for r in ok),
                 "batch_sizes": {int(k): v for k, v in sorted(Counter(r["timings"]["batch_size"] for r in ok).items())},
-                "mean_batch_size": statistics.fmean(r["timings"]["batch_size"] for r in ok)}
+                "mean_batch_size": statistics.fmean(r["timings"]["batch_size"] for r in ok),
+                "mean_words": statistics.fmean(r["words"] for r in ok), "max_words": max(r["words"] for r in ok)}
     first_error = next((r["error"] for r in results if r["status"] != 200), None)
     return out | ({"first_error": first_error} if first_error else {})
 
@@ -330,6 +333,8 @@ def main() -> None:
         "sequential_rps": seq["requests_per_s"], "batched_rps": bat["requests_per_s"], "unbatched_rps": unb["requests_per_s"],
         "batched_over_sequential": bat["requests_per_s"] / seq["requests_per_s"], "batched_over_unbatched": bat["requests_per_s"] / unb["requests_per_s"],
         "mixed_rps": mix["requests_per_s"], "mixed_over_single_task": mix["requests_per_s"] / bat["requests_per_s"],
+        # the same utterance, but each task's adapter hears it its own way: a mixed batch may have more to write
+        "mixed_words_over_single_task": mix["mean_words"] / bat["mean_words"],
         "memory_tree_over_1": memory[hi]["tree_mib"] / memory[lo]["tree_mib"], "memory_workers_over_1": memory[hi]["workers_mib"] / memory[lo]["workers_mib"],
         "in_process_p50_ms": local["p50_ms"], "overhead": seq["p50_ms"] / local["p50_ms"] - 1,
         # where the overhead is: HTTP and the client (client p50 - the server's own total), and the server's work against in-process
@@ -364,6 +369,7 @@ def main() -> None:
         ("batched / unbatched", f"{figures['batched_over_unbatched']:.2f}x", ""),
         (f"throughput {args.clients} clients, {len(mixed_tasks)} tasks", f"{mix['requests_per_s']:.2f} req/s", f"mean batch {mix.get('mean_batch_size', 0):.1f}"),
         ("mixed-task / single-task batches", f"{figures['mixed_over_single_task']:.2f}x", f">= {TARGET['mixed_over_single_min']}x  {verdict(targets['mixed_over_single_task'])}"),
+        ("  words a request, mixed / single task", f"{mix['mean_words']:.2f} / {bat['mean_words']:.2f}", f"(longest {mix['max_words']} / {bat['max_words']})"),
         (f"RSS tree {lo} / {hi} tasks", f"{memory[lo]['tree_mib']:.0f} / {memory[hi]['tree_mib']:.0f} MiB", ""),
         (f"RSS {hi} / {lo} tasks (tree; workers)", f"{figures['memory_tree_over_1']:.3f}x; {figures['memory_workers_over_1']:.3f}x",
          f"<= {TARGET['memory_64_over_1_max']}x  {verdict(targets['memory_many_over_one_task'])}"),
