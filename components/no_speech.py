@@ -2,7 +2,7 @@
 receives them (before its speech enhancement) and calibrated at the serving threshold.
 
     sets = probe_clip_sets(train_ds, nas_val_ds)   # commands, nonspeech, calibration, calibration_nonspeech
-    probe, report = fit_no_speech_probe(**sets)
+    probe, report = fit_no_speech_probe(**sets, threshold=NO_SPEECH_THRESHOLD)
     cascade.set_no_speech_probe(probe)
 
 The fit: training commands against synthesized non-speech (nonspeech_set, seed FIT_SEED, babble from
@@ -57,9 +57,10 @@ def clip_statistics(waves: Sequence[np.ndarray], batch_size: int = 16, progress:
 
 def fit_no_speech_probe(
     commands: Sequence[np.ndarray], nonspeech: Sequence[np.ndarray], calibration: Sequence[np.ndarray], calibration_nonspeech: Sequence[np.ndarray] = (),
-    max_false_rejection: float = 0.01, threshold: float = 0.6, progress: Callable[[int], None] | None = None,
+    *, threshold: float, max_false_rejection: float = 0.01, progress: Callable[[int], None] | None = None,
 ) -> tuple[NoSpeechProbe, dict]:
-    """-> (the probe, calibrated; {clip counts, the calibration's bias shift, false rejections, non-speech rejected})."""
+    """-> (the probe, calibrated at ``threshold``, the serving one; {clip counts, the calibration's bias shift,
+    false rejections, non-speech rejected})."""
     if not len(calibration):
         raise ValueError("calibrating a no-speech probe needs held-out commands, got none")
     stats = {name: clip_statistics(clips, progress=progress) if len(clips) else None

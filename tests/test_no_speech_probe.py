@@ -67,7 +67,7 @@ def test_fit_refuses_too_few_clips():
     with pytest.raises(ValueError, match="at least 2 clips of each kind"):
         NoSpeechProbe.fit(torch.randn(1, 8), torch.randn(5, 8))
     with pytest.raises(ValueError, match="needs held-out commands"):
-        fit_no_speech_probe([np.zeros(16000, np.float32)] * 2, [np.ones(16000, np.float32)] * 2, [])
+        fit_no_speech_probe([np.zeros(16000, np.float32)] * 2, [np.ones(16000, np.float32)] * 2, [], threshold=THRESHOLD)
 
 
 @pytest.fixture(scope="module")

@@ -74,7 +74,7 @@ class NoSpeechProbe(nn.Module):
 
     def forward(self, wave: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """wave (B, L), lengths (B,) -> (B,) probability that nobody spoke."""
-        return torch.sigmoid(self.logit(self.statistics(wave, lengths)))
+        return self.probability(self.statistics(wave, lengths))
 
     def logit(self, statistics: torch.Tensor) -> torch.Tensor:
         return ((statistics.float() - self.center) / self.scale) @ self.weight + self.bias
